@@ -224,19 +224,22 @@ class FileStore(Store):
         return result
 
     def _check_leases(self) -> None:
-        """Observe every lease's counter (at most once a poll) and expire the lapsed ones."""
+        """Observe every lease's counter and expire the lapsed ones.
+
+        Reads lease files at most once a poll, or sooner when a lease may lapse.
+        """
         now = self._clock()
         lapsed: dict[int, int] = {}
         with self._watch_lock:
             if now < self._next_check:
                 return
-            self._next_check = now + self._poll
             leases = self._disk.lease_ids()
             for lease in leases:
                 record = self._disk.read_lease(lease)
                 if record is not None and self._watch.observe(lease, record.counter, record.ttl, now):
                     lapsed[lease] = record.counter
-            self._watch.retain(set(leases))
+            self._watch.retain(set(leases) - set(lapsed))
+            self._next_check = min(now + self._poll, self._watch.next_deadline())
         if lapsed:
             self._expire(lapsed)
 

@@ -33,7 +33,7 @@ from urllib.parse import quote, unquote
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
-from rdzv.errors import StoreCorruptedError, StoreTimeoutError, StoreUnavailableError
+from rdzv.errors import StoreCorruptedError, StoreError, StoreTimeoutError, StoreUnavailableError
 
 __all__ = ["FORMAT", "Disk", "EntryRecord", "LeaseRecord", "Meta", "key_to_name", "name_to_key"]
 
@@ -248,6 +248,8 @@ class Disk:
     def _io(self, path: Path) -> Iterator[None]:
         try:
             yield
+        except StoreError:
+            raise  # StoreTimeoutError is a TimeoutError, hence an OSError: leave it be
         except OSError as exc:
             raise StoreUnavailableError(f"{path}: {exc.strerror or exc}", url=self.url) from exc
 

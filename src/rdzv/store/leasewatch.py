@@ -4,7 +4,7 @@ Hosts sharing a filesystem share no clock. A lease holder therefore never
 writes a time: each refresh bumps a counter in the lease record. Every observer
 remembers, by its own ``time.monotonic()``, when it last saw each lease's
 counter change, and judges the lease expired once the counter has stayed the
-same for longer than the ttl. A lease seen for the first time gets a full ttl
+same for the whole ttl. A lease seen for the first time gets a full ttl
 from that sighting. Reading rarely can only delay a verdict, never hasten it:
 a change is always dated no earlier than it happened.
 
@@ -13,6 +13,7 @@ Pure logic: the caller passes ``now``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["LeaseWatch"]
@@ -22,6 +23,7 @@ __all__ = ["LeaseWatch"]
 class _Sighting:
     counter: int
     since: float
+    ttl: float
 
 
 class LeaseWatch:
@@ -37,9 +39,13 @@ class LeaseWatch:
         """Record a reading of ``lease``; return whether it is now judged expired."""
         sighting = self._seen.get(lease)
         if sighting is None or sighting.counter != counter:
-            self._seen[lease] = _Sighting(counter, now)
+            self._seen[lease] = _Sighting(counter, now, ttl)
             return False
-        return now - sighting.since > ttl
+        return now - sighting.since >= ttl
+
+    def next_deadline(self) -> float:
+        """The earliest time at which some lease, unchanged till then, is judged expired."""
+        return min((s.since + s.ttl for s in self._seen.values()), default=math.inf)
 
     def forget(self, lease: int) -> None:
         self._seen.pop(lease, None)
