@@ -201,4 +201,7 @@ class Joiner:
             self._store.put(ranks + record.node_id, encode(RankRecord(token, rank)), lease=record.lease)
         members = MembersRecord(token, [r.node_id for r in ordered], [r.addr for r in ordered])
         self._store.put(Layout.members(round_), encode(members))
-        return RoundDoc(round_, RoundState.COMPLETE, len(ordered), ordered[0].addr, token)
+        s = self._settings
+        return RoundDoc(
+            round_, RoundState.COMPLETE, len(ordered), ordered[0].addr, token, s.min_nodes, s.max_nodes
+        )

@@ -18,6 +18,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from types import TracebackType
 
 from rdzv.config import RendezvousSettings
@@ -243,7 +244,7 @@ class Rendezvous:
             doc = decode_round_doc(entry.value, Layout.doc) if entry else RoundDoc(0, RoundState.COMPLETE)
             if doc.closed:
                 return
-            closed = RoundDoc(doc.round, RoundState.CLOSED, doc.world_size, doc.coordinator, doc.token)
+            closed = replace(doc, state=RoundState.CLOSED)
             if self._store.compare_and_set(
                 Layout.doc, encode(closed), entry.version if entry else 0
             ).succeeded:

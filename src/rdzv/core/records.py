@@ -33,6 +33,8 @@ class RoundDoc:
     world_size: int = 0
     coordinator: str = ""
     token: str = ""
+    min_nodes: int = 0
+    max_nodes: int = 0
 
     @property
     def closed(self) -> bool:
@@ -94,6 +96,8 @@ def decode_round_doc(raw: bytes, key: str) -> RoundDoc:
             world_size=int(body.get("world_size", 0)),
             coordinator=str(body.get("coordinator", "")),
             token=str(body.get("token", "")),
+            min_nodes=int(body.get("min_nodes", 0)),
+            max_nodes=int(body.get("max_nodes", 0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise RendezvousStateError(f"malformed round document at {key!r}: {exc}") from exc

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from rdzv.errors import ConfigurationError, StoreError
-from rdzv.store.base import Capabilities, CasResult, Entry, Listing, Store
+from rdzv.store.base import Capabilities, CasResult, Entry, LeaseInfo, Listing, Store
 from rdzv.store.keyspace import KeySpace, LeaseNotFoundError
 
 __all__ = ["MemoryStore"]
@@ -153,6 +153,11 @@ class MemoryStore(Store):
         with self._shared.lock:
             self._shared.expire(self._now())
             return self._shared.keys.refresh(lease, self._now())
+
+    def lease_info(self, lease: int) -> LeaseInfo | None:
+        with self._shared.lock:
+            self._shared.expire(self._now())
+            return self._shared.keys.lease_info(lease, self._now())
 
     def revoke(self, lease: int) -> None:
         self._write("", lambda ks: ks.revoke(lease))
