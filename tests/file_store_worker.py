@@ -53,8 +53,21 @@ def wait(store: Store, prefix: str, since: str) -> None:
     _say(revision=store.wait(prefix, int(since), 20))
 
 
+def rendezvous(url: str, run_id: str, nodes: str) -> None:
+    """Join a run of exactly ``nodes`` nodes; print this node's place; leave on ``go``."""
+    from rdzv.rendezvous import Rendezvous
+
+    with Rendezvous(url, run_id, int(nodes), int(nodes), addr="127.0.0.1", join_timeout=60) as node:
+        info = node.next_rendezvous()
+        _say(rank=info.rank, world_size=info.world_size, round=info.round)
+        _ready()
+
+
 def main() -> None:
     role, url, *args = sys.argv[1:]
+    if role == "rendezvous":
+        rendezvous(url, *args)
+        return
     with open_store(url) as store:
         {"add": add, "cas": cas, "hold": hold, "wait": wait}[role](store, *args)
 

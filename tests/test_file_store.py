@@ -17,6 +17,7 @@ from rdzv.errors import (
     StoreUnavailableError,
 )
 from rdzv.registry import open_store
+from rdzv.store.base import LeaseInfo
 from rdzv.store.file import FileStore
 from rdzv.store.filedisk import key_to_name, name_to_key
 from rdzv.store.leasewatch import LeaseWatch
@@ -237,6 +238,17 @@ def test_a_lease_first_seen_late_gets_a_full_ttl_whatever_the_holders_clock(root
         assert late.get("k") is not None
         observer_clock.advance(0.2)
         assert late.get("k") is None
+
+
+def test_lease_info_reports_time_left_by_the_observers_clock(root: Path) -> None:
+    clock = FakeClock()
+    with FileStore(root) as holder, FileStore(root, clock=clock) as observer:
+        lease = holder.grant(10)
+        assert observer.lease_info(lease) == LeaseInfo(10, 10)
+        clock.advance(4)
+        assert observer.lease_info(lease) == LeaseInfo(10, 6)
+        holder.revoke(lease)
+        assert observer.lease_info(lease) is None
 
 
 def test_holder_that_missed_its_ttl_by_its_own_clock_cannot_refresh(root: Path) -> None:

@@ -138,3 +138,14 @@ def test_waiter_in_one_process_is_woken_by_a_put_in_another(spawn: Callable[...,
         assert waiter.message() == {"waiting": True}
         revision = store.put("w/new", b"y")
         assert waiter.message() == {"revision": revision}
+
+
+@pytest.mark.slow
+def test_eight_processes_rendezvous_over_file_in_one_round(spawn: Callable[..., Worker], url: str) -> None:
+    nodes = [spawn("rendezvous", url, "job-1", "8") for _ in range(8)]
+    places = [node.message(timeout=50) for node in nodes]
+    assert sorted(place["rank"] for place in places) == list(range(8))
+    assert {(place["world_size"], place["round"]) for place in places} == {(8, places[0]["round"])}
+    _start_together(nodes)
+    for node in nodes:
+        assert node.proc.wait(PATIENCE) == 0

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from rdzv.errors import ConfigurationError, StoreCorruptedError, StoreError
-from rdzv.store.base import Capabilities, CasResult, Entry, Listing, Store
+from rdzv.store.base import Capabilities, CasResult, Entry, LeaseInfo, Listing, Store
 from rdzv.store.filedisk import Disk, EntryRecord, name_to_key
 from rdzv.store.filetxn import Txn
 from rdzv.store.leasewatch import LeaseWatch
@@ -209,6 +209,18 @@ class FileStore(Store):
         self._mutate(lambda txn: txn.revoke(lease))
         with self._watch_lock:
             self._watch.forget(lease)
+
+    def lease_info(self, lease: int) -> LeaseInfo | None:
+        """The lease's ttl and the time left by this observer's clock (a full ttl if first seen)."""
+        self._check_leases()
+        record = self._disk.read_lease(lease)
+        if record is None:
+            return None
+        now = self._clock()
+        with self._watch_lock:
+            self._watch.observe(lease, record.counter, record.ttl, now)
+            remaining = self._watch.remaining(lease, now)
+        return LeaseInfo(record.ttl, record.ttl if remaining is None else remaining)
 
     def close(self) -> None:
         self._disk.close()

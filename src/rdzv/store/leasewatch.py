@@ -43,6 +43,11 @@ class LeaseWatch:
             return False
         return now - sighting.since >= ttl
 
+    def remaining(self, lease: int, now: float) -> float | None:
+        """Seconds until ``lease`` is judged expired unless its counter moves; ``None`` if unseen."""
+        sighting = self._seen.get(lease)
+        return None if sighting is None else max(sighting.since + sighting.ttl - now, 0.0)
+
     def next_deadline(self) -> float:
         """The earliest time at which some lease, unchanged till then, is judged expired."""
         return min((s.since + s.ttl for s in self._seen.values()), default=math.inf)
