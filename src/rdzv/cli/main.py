@@ -6,6 +6,7 @@ import click
 
 from rdzv import __version__
 from rdzv.cli.backends import backends
+from rdzv.cli.serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -20,3 +21,4 @@ def main() -> None:
 
 
 main.add_command(backends)
+main.add_command(serve)
