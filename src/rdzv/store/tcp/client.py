@@ -158,6 +158,9 @@ class TcpStore(Store):
                 raise StoreUnavailableError(f"is_host=1 but {host}:{port} is already in use", url=self.url)
             return
         self.hosted = HostedServer(sock, token=self._token, tls=tls)
+        if port == 0:  # is_host=1 with port 0: an ephemeral port, now known
+            self.address = (host, self.hosted.address[1])
+            self.url = f"tcp://{host}:{self.address[1]}"
 
     # -- the one error edge -------------------------------------------------------
 
