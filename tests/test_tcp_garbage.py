@@ -53,7 +53,7 @@ def _frames(data: bytes) -> list[Any]:
 
 def _error_kind(data: bytes) -> str:
     last = _frames(data)[-1]
-    assert last[0] == 0 and last[1] == p.ERROR, last
+    assert last[:2] == [0, p.ERROR], last
     return str(last[2]["kind"])
 
 

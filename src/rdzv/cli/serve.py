@@ -72,9 +72,15 @@ async def _run(host: str, port: int, token: bytes | None, tls: ssl.SSLContext | 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=29400, show_default=True, type=int, help="Port; 0 picks a free one.")
-@click.option("--token", envvar="RDZV_TOKEN", help="Shared secret clients must prove they know [env: RDZV_TOKEN].")
-@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Read the token here.")
-@click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without a token (anyone may connect).")
+@click.option(
+    "--token", envvar="RDZV_TOKEN", help="Shared secret clients must prove they know [env: RDZV_TOKEN]."
+)
+@click.option(
+    "--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Read the token here."
+)
+@click.option(
+    "--insecure", is_flag=True, help="Allow a non-loopback --host without a token (anyone may connect)."
+)
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
 @click.option("--max-frame", default=_DEFAULTS.max_frame, show_default=True, help="Largest frame in bytes.")
@@ -124,7 +130,9 @@ def serve(
                 f"refusing to listen on non-loopback {host} without a token: "
                 "give --token/--token-file/RDZV_TOKEN, or --insecure to let anyone connect"
             )
-        log.warning("listening on %s WITHOUT authentication (--insecure): anyone who reaches it may connect", host)
+        log.warning(
+            "listening on %s WITHOUT authentication (--insecure): anyone who reaches it may connect", host
+        )
     try:
         limits = Limits(max_frame, max_key, max_value, max_keys, max_connections)
         tls = server_tls(tls_cert, tls_key)

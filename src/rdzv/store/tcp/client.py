@@ -23,11 +23,11 @@ import ssl
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from rdzv.errors import ConfigurationError, StoreError, StoreTimeoutError, StoreUnavailableError
 from rdzv.store.base import Capabilities, CasResult, Entry, Listing, Store
-from rdzv.store.tcp.connection import Connection, ConnectionLost, ServerError
+from rdzv.store.tcp.connection import Connection, ConnectionLostError, ServerError
 from rdzv.store.tcp.hosting import HostedServer, bind_listener, is_local_address, is_loopback
 
 __all__ = ["TcpStore"]
@@ -106,13 +106,18 @@ class TcpStore(Store):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> TcpStore:
-        """Registry factory for ``tcp://HOST:PORT?token=...&timeout=...&is_host=...``."""
+        """Registry factory for ``tcp://HOST:PORT?token=...&timeout=...&is_host=...``.
+
+        Query parameters are read here too, so the factory works without the
+        registry; keyword ``options`` override them.
+        """
+        parts = urlsplit(url)
+        options = {**dict(parse_qsl(parts.query, keep_blank_values=True)), **options}
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise ConfigurationError(
                 f"unknown tcp:// option(s) {', '.join(unknown)}; valid options: {', '.join(OPTIONS)}"
             )
-        parts = urlsplit(url)
         try:
             port = parts.port
         except ValueError as exc:
@@ -122,7 +127,9 @@ class TcpStore(Store):
         try:
             timeout = float(options.get("timeout", 30.0))
         except ValueError as exc:
-            raise ConfigurationError(f"timeout must be a number of seconds, got {options['timeout']!r}") from exc
+            raise ConfigurationError(
+                f"timeout must be a number of seconds, got {options['timeout']!r}"
+            ) from exc
         return cls(
             parts.hostname,
             port,
@@ -175,7 +182,7 @@ class TcpStore(Store):
             conn = self._connection(deadline)
             try:
                 req_id, pending = conn.send(op, args)
-            except ConnectionLost:
+            except ConnectionLostError:
                 continue  # never sent: safe to retry on a new connection
             if not pending.event.wait(max(deadline - time.monotonic(), 0)):
                 conn.abandon(req_id)
@@ -185,8 +192,10 @@ class TcpStore(Store):
                 return pending.result
             if isinstance(error, ServerError):
                 raise StoreError(f"{op} refused by {self.url}: {error}", url=self.url, key=key) from error
-            if not retry or (isinstance(error, ConnectionLost) and error.final):
-                raise StoreUnavailableError(f"{op} on {self.url} failed: {error}", url=self.url, key=key) from error
+            if not retry or (isinstance(error, ConnectionLostError) and error.final):
+                raise StoreUnavailableError(
+                    f"{op} on {self.url} failed: {error}", url=self.url, key=key
+                ) from error
 
     def _connection(self, deadline: float) -> Connection:
         with self._lock:
@@ -210,13 +219,19 @@ class TcpStore(Store):
             remaining = deadline - time.monotonic()
             try:
                 conn = Connection(
-                    self.address, token=self._token, tls=self._client_tls, timeout=max(remaining, 0.1), url=self.url
+                    self.address,
+                    token=self._token,
+                    tls=self._client_tls,
+                    timeout=max(remaining, 0.1),
+                    url=self.url,
                 )
             except ssl.SSLError as exc:
                 raise StoreUnavailableError(f"TLS with {self.url} failed: {exc}", url=self.url) from exc
-            except (OSError, ConnectionLost) as exc:
+            except (OSError, ConnectionLostError) as exc:
                 if time.monotonic() + delay >= deadline:
-                    raise StoreUnavailableError(f"cannot reach the store at {self.url}: {exc}", url=self.url) from exc
+                    raise StoreUnavailableError(
+                        f"cannot reach the store at {self.url}: {exc}", url=self.url
+                    ) from exc
                 time.sleep(delay)  # backoff between connection attempts, not synchronisation
                 delay = min(delay * 2, 0.5)
                 continue
@@ -255,7 +270,9 @@ class TcpStore(Store):
         return Listing(tuple(Entry(k, v, ver, lease) for k, v, ver, lease in raw), revision)
 
     def wait(self, prefix: str, since: int, timeout: float) -> int | None:
-        revision: int | None = self._call("wait", [prefix, since, max(timeout, 0.0)], wait=timeout, key=prefix)
+        revision: int | None = self._call(
+            "wait", [prefix, since, max(timeout, 0.0)], wait=timeout, key=prefix
+        )
         return revision
 
     def grant(self, ttl: float) -> int:

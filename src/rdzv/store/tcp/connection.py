@@ -3,7 +3,7 @@
 Any thread may send a request (under a send lock); one reader thread receives
 every reply and hands it to the waiting caller by request id, so requests from
 many threads are pipelined on one socket and a blocked ``wait`` holds up no one.
-Errors here are internal (:class:`ConnectionLost`); ``TcpStore`` translates them.
+Errors here are internal (:class:`ConnectionLostError`); ``TcpStore`` translates them.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from typing import Any
 from rdzv.errors import AuthenticationError
 from rdzv.store.tcp import protocol as p
 
-__all__ = ["Connection", "ConnectionLost", "Pending", "ServerError"]
+__all__ = ["Connection", "ConnectionLostError", "Pending", "ServerError"]
 
 log = logging.getLogger("rdzv.store.tcp.client")
 
 MAX_REPLY_FRAME = 64 * 1024 * 1024
 
 
-class ConnectionLost(Exception):
+class ConnectionLostError(Exception):
     """The connection failed; ``final`` when the server said it is shutting down."""
 
     def __init__(self, message: str, *, final: bool = False) -> None:
@@ -59,7 +59,7 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     while len(chunks) < size:
         chunk = sock.recv(size - len(chunks))
         if not chunk:
-            raise ConnectionLost("the server closed the connection")
+            raise ConnectionLostError("the server closed the connection")
         chunks += chunk
     return bytes(chunks)
 
@@ -67,11 +67,11 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 def _read_frame(sock: socket.socket, limit: int) -> Any:
     (size,) = p.HEADER.unpack(_recv_exact(sock, 4))
     if size > limit:
-        raise ConnectionLost(f"the server sent a frame of {size} bytes (limit {limit})")
+        raise ConnectionLostError(f"the server sent a frame of {size} bytes (limit {limit})")
     try:
         return p.decode(_recv_exact(sock, size))
     except p.ProtocolError as exc:
-        raise ConnectionLost(f"the server sent an undecodable frame: {exc}") from exc
+        raise ConnectionLostError(f"the server sent an undecodable frame: {exc}") from exc
 
 
 def _error_frame(message: Any) -> tuple[str, str] | None:
@@ -98,7 +98,7 @@ class Connection:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
-        self.lost: ConnectionLost | None = None
+        self.lost: ConnectionLostError | None = None
         raw = socket.create_connection(address, timeout=timeout)
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -115,9 +115,9 @@ class Connection:
         hello = _read_frame(self.sock, p.HANDSHAKE_FRAME_MAX)
         refused = _error_frame(hello)
         if refused is not None:
-            raise ConnectionLost(f"the server refused the connection: {refused[1]}")
+            raise ConnectionLostError(f"the server refused the connection: {refused[1]}")
         if not isinstance(hello, dict) or hello.get("rdzv") != p.VERSION:
-            raise ConnectionLost(f"{self.url} does not speak the rdzv store protocol v{p.VERSION}")
+            raise ConnectionLostError(f"{self.url} does not speak the rdzv store protocol v{p.VERSION}")
         nonce, cnonce = hello.get("nonce", b""), os.urandom(32)
         if hello.get("auth") and token is None:
             raise AuthenticationError(
@@ -133,7 +133,7 @@ class Connection:
                 url=self.url,
             )
         if refused is not None or not isinstance(reply, dict) or not reply.get("ok"):
-            raise ConnectionLost(f"handshake failed: {refused[1] if refused else reply!r}")
+            raise ConnectionLostError(f"handshake failed: {refused[1] if refused else reply!r}")
         if mac is not None and reply.get("mac") != p.server_mac(token or b"", nonce, cnonce):
             raise AuthenticationError(f"the server at {self.url} could not prove it knows the token")
         return str(hello.get("server_id", ""))
@@ -141,7 +141,7 @@ class Connection:
     # -- requests -------------------------------------------------------------
 
     def send(self, op: str, args: list[Any]) -> tuple[int, Pending]:
-        """Send one request; raise ``ConnectionLost`` if it could not be sent."""
+        """Send one request; raise ``ConnectionLostError`` if it could not be sent."""
         pending = Pending()
         with self._lock:
             if self.lost is not None:
@@ -154,8 +154,8 @@ class Connection:
                 self.sock.sendall(frame)
         except OSError as exc:
             self.abandon(req_id)
-            self._fail(ConnectionLost(f"sending to the server failed: {exc}"))
-            raise ConnectionLost(f"sending to the server failed: {exc}") from exc
+            self._fail(ConnectionLostError(f"sending to the server failed: {exc}"))
+            raise ConnectionLostError(f"sending to the server failed: {exc}") from exc
         return req_id, pending
 
     def abandon(self, req_id: int) -> None:
@@ -171,19 +171,21 @@ class Connection:
                 message = _read_frame(self.sock, MAX_REPLY_FRAME)
                 if not self._dispatch(message):
                     return
-        except ConnectionLost as exc:
+        except ConnectionLostError as exc:
             self._fail(exc)
         except (OSError, ValueError) as exc:
-            self._fail(ConnectionLost(f"connection to the server failed: {exc}"))
+            self._fail(ConnectionLostError(f"connection to the server failed: {exc}"))
 
     def _dispatch(self, message: Any) -> bool:
         refused = _error_frame(message)
         if refused is not None:
             kind, text = refused
-            self._fail(ConnectionLost(f"the server closed the connection: {text}", final=kind == "shutdown"))
+            self._fail(
+                ConnectionLostError(f"the server closed the connection: {text}", final=kind == "shutdown")
+            )
             return False
         if not (isinstance(message, list) and len(message) == 3 and isinstance(message[0], int)):
-            raise ConnectionLost(f"the server sent a malformed reply: {message!r:.100}")
+            raise ConnectionLostError(f"the server sent a malformed reply: {message!r:.100}")
         req_id, status, result = message
         with self._lock:
             pending = self._pending.pop(req_id, None)
@@ -197,7 +199,7 @@ class Connection:
         pending.event.set()
         return True
 
-    def _fail(self, error: ConnectionLost) -> None:
+    def _fail(self, error: ConnectionLostError) -> None:
         with self._lock:
             if self.lost is None:
                 self.lost = error
@@ -207,7 +209,7 @@ class Connection:
             pending.event.set()
 
     def close(self) -> None:
-        self._fail(ConnectionLost("the store was closed", final=True))
+        self._fail(ConnectionLostError("the store was closed", final=True))
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         if threading.current_thread() is not self._reader:

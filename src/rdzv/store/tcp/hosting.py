@@ -98,7 +98,11 @@ class HostedServer:
             raise failure[0]
 
     def _run(
-        self, sock: socket.socket, tls: ssl.SSLContext | None, started: threading.Event, failure: list[BaseException]
+        self,
+        sock: socket.socket,
+        tls: ssl.SSLContext | None,
+        started: threading.Event,
+        failure: list[BaseException],
     ) -> None:
         asyncio.set_event_loop(self._loop)
         try:

@@ -21,7 +21,7 @@ from typing import Any
 from rdzv.store.base import Entry
 from rdzv.store.keyspace import KeySpace, LeaseNotFoundError
 from rdzv.store.tcp import protocol as p
-from rdzv.store.tcp.session import DEFERRED, Rejected, Session
+from rdzv.store.tcp.session import DEFERRED, RequestRejectedError, Session
 from rdzv.store.tcp.waiters import Waiter, WaiterIndex
 
 __all__ = ["StoreServer", "new_event_loop"]
@@ -47,7 +47,7 @@ def _entry(entry: Entry | None) -> list[Any] | None:
 
 
 def _arg(args: list[Any], i: int, kind: type | tuple[type, ...], name: str) -> Any:
-    if len(args) <= i or not isinstance(args[i], kind) or isinstance(args[i], bool) and kind is int:
+    if len(args) <= i or not isinstance(args[i], kind) or (isinstance(args[i], bool) and kind is int):
         raise p.ProtocolError(f"argument {i} ({name}) is missing or of the wrong type")
     return args[i]
 
@@ -174,13 +174,17 @@ class StoreServer:
     def _key(self, args: list[Any], i: int = 0) -> str:
         key: str = _arg(args, i, str, "key")
         if len(key.encode()) > self.limits.max_key:
-            raise Rejected(p.KIND_LIMIT, f"key of {len(key.encode())} bytes exceeds {self.limits.max_key}")
+            raise RequestRejectedError(
+                p.KIND_LIMIT, f"key of {len(key.encode())} bytes exceeds {self.limits.max_key}"
+            )
         return key
 
     def _value(self, args: list[Any], i: int) -> bytes:
         value: bytes = _arg(args, i, bytes, "value")
         if len(value) > self.limits.max_value:
-            raise Rejected(p.KIND_LIMIT, f"value of {len(value)} bytes exceeds {self.limits.max_value}")
+            raise RequestRejectedError(
+                p.KIND_LIMIT, f"value of {len(value)} bytes exceeds {self.limits.max_value}"
+            )
         return value
 
     def _lease(self, args: list[Any], i: int) -> int | None:
@@ -191,7 +195,9 @@ class StoreServer:
 
     def _room_for(self, key: str) -> None:
         if len(self.keys) >= self.limits.max_keys and self.keys.get(key) is None:
-            raise Rejected(p.KIND_LIMIT, f"the store holds its limit of {self.limits.max_keys} keys")
+            raise RequestRejectedError(
+                p.KIND_LIMIT, f"the store holds its limit of {self.limits.max_keys} keys"
+            )
 
     def _get(self, session: Session, req_id: int, args: list[Any]) -> Any:
         return _entry(self.keys.get(self._key(args)))
@@ -202,7 +208,7 @@ class StoreServer:
         try:
             version = self.keys.put(key, value, lease)
         except LeaseNotFoundError as exc:
-            raise Rejected(p.KIND_LEASE, str(exc)) from exc
+            raise RequestRejectedError(p.KIND_LEASE, str(exc)) from exc
         self._changed([key])
         return version
 
@@ -213,7 +219,7 @@ class StoreServer:
         try:
             result = self.keys.compare_and_set(key, value, expected, lease)
         except LeaseNotFoundError as exc:
-            raise Rejected(p.KIND_LEASE, str(exc)) from exc
+            raise RequestRejectedError(p.KIND_LEASE, str(exc)) from exc
         if result.succeeded:
             self._changed([key])
         return [result.succeeded, _entry(result.current)]
@@ -225,7 +231,7 @@ class StoreServer:
         try:
             total = self.keys.add(key, delta)
         except ValueError as exc:
-            raise Rejected(p.KIND_PROTOCOL, f"the value at {key!r} is not an integer") from exc
+            raise RequestRejectedError(p.KIND_PROTOCOL, f"the value at {key!r} is not an integer") from exc
         self._changed([key])
         return total
 
@@ -273,7 +279,9 @@ class StoreServer:
     def _grant(self, session: Session, req_id: int, args: list[Any]) -> Any:
         ttl = float(_arg(args, 0, (int, float), "ttl"))
         if not 0 < ttl <= MAX_WAIT:
-            raise Rejected(p.KIND_LEASE, f"lease ttl must be in (0, {MAX_WAIT}] seconds, got {ttl}")
+            raise RequestRejectedError(
+                p.KIND_LEASE, f"lease ttl must be in (0, {MAX_WAIT}] seconds, got {ttl}"
+            )
         lease = self.keys.grant(ttl, self._clock())
         self._schedule_expiry()
         return lease

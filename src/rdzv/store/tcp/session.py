@@ -27,7 +27,7 @@ log = logging.getLogger("rdzv.store.tcp.server")
 HANDSHAKE_TIMEOUT = 10.0
 
 
-class Rejected(Exception):
+class RequestRejectedError(Exception):
     """A well-formed request the server refuses; the connection stays open."""
 
     def __init__(self, kind: str, message: str) -> None:
@@ -64,7 +64,7 @@ class Session(asyncio.Protocol):
             "nonce": self._nonce,
             "auth": self.server.token is not None,
         }
-        transport.write(p.encode(hello))
+        self.transport.write(p.encode(hello))
         loop = asyncio.get_running_loop()
         self._handshake_timer = loop.call_later(
             HANDSHAKE_TIMEOUT, self.fail, p.KIND_AUTH, "no handshake within the time limit"
@@ -138,11 +138,16 @@ class Session(asyncio.Protocol):
         if not (isinstance(message, list) and len(message) == 3):
             raise p.ProtocolError("a request must be [id, op, args]")
         req_id, op, args = message
-        if not isinstance(req_id, int) or req_id <= 0 or not isinstance(op, str) or not isinstance(args, list):
+        if (
+            not isinstance(req_id, int)
+            or req_id <= 0
+            or not isinstance(op, str)
+            or not isinstance(args, list)
+        ):
             raise p.ProtocolError("a request must be [positive int id, str op, list args]")
         try:
             result = self.server.dispatch(self, req_id, op, args)
-        except Rejected as exc:
+        except RequestRejectedError as exc:
             self._write(p.encode([req_id, p.ERROR, {"kind": exc.kind, "message": str(exc)}]))
             return
         if result is not _DEFERRED:
