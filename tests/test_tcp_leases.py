@@ -127,3 +127,13 @@ def test_server_stats_report_connections_keys_leases_and_ops(store: Store) -> No
     assert stats["leases"] == 1
     assert stats["ops_total"] >= 3
     assert {"waiters", "ops_per_second", "revision"} <= set(stats)
+
+
+def test_lease_info_reports_ttl_and_time_left_by_the_server_clock(store: Store) -> None:
+    lease = store.grant(30)
+    info = store.lease_info(lease)
+    assert info is not None
+    assert info.ttl == 30
+    assert 0 < info.remaining <= 30
+    store.revoke(lease)
+    assert store.lease_info(lease) is None

@@ -1,5 +1,5 @@
 """``python -m rdzv``: the same as the ``rdzv`` command."""
 
-from rdzv.cli.main import main
+from rdzv.cli.main import run
 
-main(prog_name="rdzv")
+run()

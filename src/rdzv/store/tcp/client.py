@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from rdzv.errors import ConfigurationError, StoreError, StoreTimeoutError, StoreUnavailableError
-from rdzv.store.base import Capabilities, CasResult, Entry, Listing, Store
+from rdzv.store.base import Capabilities, CasResult, Entry, LeaseInfo, Listing, Store
 from rdzv.store.tcp.connection import Connection, ConnectionLostError, ServerError
 from rdzv.store.tcp.hosting import HostedServer, bind_listener, is_local_address, is_loopback
 
@@ -286,6 +286,10 @@ class TcpStore(Store):
 
     def revoke(self, lease: int) -> None:
         self._call("revoke", [lease])
+
+    def lease_info(self, lease: int) -> LeaseInfo | None:
+        raw = self._call("lease_info", [lease])
+        return None if raw is None else LeaseInfo(float(raw[0]), float(raw[1]))
 
     def server_stats(self) -> dict[str, Any]:
         """Connections, keys, leases, waiters, ops total and ops/s of the server."""

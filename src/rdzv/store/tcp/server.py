@@ -86,6 +86,7 @@ class StoreServer:
             "grant": self._grant,
             "refresh": self._refresh,
             "revoke": self._revoke,
+            "lease_info": self._lease_info,
             "stats": lambda s, i, a: self.stats(),
             "ping": lambda s, i, a: None,
         }
@@ -290,6 +291,10 @@ class StoreServer:
         alive = self.keys.refresh(_arg(args, 0, int, "lease"), self._clock())
         self._schedule_expiry()
         return alive
+
+    def _lease_info(self, session: Session, req_id: int, args: list[Any]) -> Any:
+        info = self.keys.lease_info(_arg(args, 0, int, "lease"), self._clock())
+        return None if info is None else [info.ttl, info.remaining]
 
     def _revoke(self, session: Session, req_id: int, args: list[Any]) -> Any:
         self._changed(self.keys.revoke(_arg(args, 0, int, "lease")))
