@@ -50,12 +50,12 @@ async def _run(host: str, port: int, token: bytes | None, tls: ssl.SSLContext | 
     from rdzv.store.tcp.server import StoreServer
 
     server = StoreServer(token=token, limits=limits)
-    bound_host, bound_port = await server.start(host, port, tls=tls)
-    click.echo(f"rdzv serve: listening on {bound_host}:{bound_port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    bound_host, bound_port = await server.start(host, port, tls=tls)
+    click.echo(f"rdzv serve: listening on {bound_host}:{bound_port}")  # after the handlers: see --help
     log.info(
         "serving on %s:%d (auth %s, TLS %s, max %d connections)",
         bound_host,

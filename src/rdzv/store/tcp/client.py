@@ -175,11 +175,15 @@ class TcpStore(Store):
         """Send one request and return its result, translating every failure.
 
         ``retry``: the request may be sent again after a lost connection (it is
-        idempotent). ``wait``: extra seconds the server may legitimately hold it.
+        idempotent). ``wait``: seconds the server may legitimately hold it (a
+        ``wait`` request, whose last argument is resent as the time still left).
         """
-        deadline = time.monotonic() + self.timeout + wait
+        start = time.monotonic()
+        deadline = start + self.timeout + wait
         while True:
             conn = self._connection(deadline)
+            if wait:
+                args[-1] = max(start + wait - time.monotonic(), 0.0)
             try:
                 req_id, pending = conn.send(op, args)
             except ConnectionLostError:
@@ -193,8 +197,9 @@ class TcpStore(Store):
             if isinstance(error, ServerError):
                 raise StoreError(f"{op} refused by {self.url}: {error}", url=self.url, key=key) from error
             if not retry or (isinstance(error, ConnectionLostError) and error.final):
+                maybe = "" if retry else " (the request was sent: it may have been applied)"
                 raise StoreUnavailableError(
-                    f"{op} on {self.url} failed: {error}", url=self.url, key=key
+                    f"{op} on {self.url} failed{maybe}: {error}", url=self.url, key=key
                 ) from error
 
     def _connection(self, deadline: float) -> Connection:
