@@ -117,9 +117,8 @@ def file_store() -> Iterator[str]:
 def tcp_store() -> Iterator[str]:
     token = secrets.token_urlsafe(16)
     with serve_process(token=token) as server:
-        click.echo(
-            f"started `rdzv serve` on {server.host}:{server.port} (pid {server.process.pid}), token from RDZV_TOKEN"
-        )
+        where = f"{server.host}:{server.port} (pid {server.process.pid})"
+        click.echo(f"started `rdzv serve` on {where} with a generated token in RDZV_TOKEN")
         os.environ["RDZV_TOKEN"] = token  # the nodes and `rdzv status` read it from the environment
         yield f"tcp://{server.host}:{server.port}?is_host=0"
 
