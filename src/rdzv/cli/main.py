@@ -8,6 +8,7 @@ import click
 
 from rdzv import __version__
 from rdzv.cli.backends import backends
+from rdzv.cli.bench import bench
 from rdzv.cli.join import join
 from rdzv.cli.serve import serve
 from rdzv.cli.status import status
@@ -29,6 +30,7 @@ main.add_command(backends)
 main.add_command(serve)
 main.add_command(join)
 main.add_command(status)
+main.add_command(bench)
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -1,0 +1,105 @@
+"""The store each benchmark run talks to, started fresh for the run and stopped after it.
+
+``tcp`` is a real ``rdzv serve`` subprocess on a free loopback port with a
+random token; ``file`` a fresh temporary directory; ``memory`` a named
+in-process store (its nodes then run in the harness process); ``torch`` a
+``TCPStore`` server subprocess for torch's c10d rendezvous.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rdzv.errors import ConfigurationError, StoreUnavailableError
+
+__all__ = ["STORES", "StoreHost", "peak_rss_of", "start_store", "start_torch_store"]
+
+STORES = ("tcp", "file", "memory")
+
+
+@dataclass
+class StoreHost:
+    """A store for one run: where to reach it, which process serves it, how to stop it."""
+
+    kind: str
+    url: str
+    pid: int | None
+    """The serving process, measured for peak memory; ``None`` when there is none."""
+    stop: Callable[[], None]
+
+    @property
+    def in_process(self) -> bool:
+        """Nodes must run in the harness process (the memory store)."""
+        return self.kind == "memory"
+
+    def peak_rss_mib(self) -> float | None:
+        return None if self.pid is None else peak_rss_of(self.pid)
+
+
+def peak_rss_of(pid: int) -> float | None:
+    """Peak resident memory of a live process in MiB, from ``/proc`` (Linux)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def start_store(kind: str) -> StoreHost:
+    """A fresh, empty store of ``kind`` (one of :data:`STORES`)."""
+    if kind == "tcp":
+        from rdzv.testing.servers import start_server
+
+        server = start_server(token=secrets.token_hex(16), args=["--log-level", "warning"])
+        return StoreHost(kind, server.url, server.process.pid, lambda: _stop_server(server.stop))
+    if kind == "file":
+        path = tempfile.mkdtemp(prefix="rdzv-bench-")
+        return StoreHost(kind, f"file://{path}", None, lambda: shutil.rmtree(path, ignore_errors=True))
+    if kind == "memory":
+        return StoreHost(kind, f"memory://bench-{uuid.uuid4().hex}", None, lambda: None)
+    raise ConfigurationError(f"unknown benchmark store {kind!r}; choose from {', '.join(STORES)}")
+
+
+def _stop_server(stop: Callable[[], int]) -> None:
+    stop()
+
+
+def start_torch_store() -> StoreHost:
+    """A torch ``TCPStore`` server in its own process; its URL is ``HOST:PORT``."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rdzv.bench.torch_runner"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if not line.isdigit():
+        process.kill()
+        process.wait()
+        raise StoreUnavailableError(f"torch TCPStore server did not start (said {line!r})")
+
+    def stop() -> None:
+        assert process.stdin is not None
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+    return StoreHost("torch", f"127.0.0.1:{line}", process.pid, stop)
