@@ -197,10 +197,15 @@ class Joiner:
         for stale in self._store.list(ranks):  # left by a claimant that died mid-way
             if stale.key[len(ranks) :] not in chosen:
                 self._store.delete(stale.key)
-        for rank, record in enumerate(ordered):
-            self._store.put(ranks + record.node_id, encode(RankRecord(token, rank)), lease=record.lease)
+        # One batch (one round trip on tcp): every rank key, bound to its member's lease, then
+        # the membership. A member that died meanwhile fails the write (its lease is gone).
         members = MembersRecord(token, [r.node_id for r in ordered], [r.addr for r in ordered])
-        self._store.put(Layout.members(round_), encode(members))
+        batch: list[tuple[str, bytes, int | None]] = [
+            (ranks + record.node_id, encode(RankRecord(token, rank)), record.lease)
+            for rank, record in enumerate(ordered)
+        ]
+        batch.append((Layout.members(round_), encode(members), None))
+        self._store.put_many(batch)
         s = self._settings
         return RoundDoc(
             round_, RoundState.COMPLETE, len(ordered), ordered[0].addr, token, s.min_nodes, s.max_nodes

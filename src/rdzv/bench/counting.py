@@ -8,7 +8,9 @@ overhead are not counted, so the figure is the same for every backend.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rdzv.errors import StoreUnavailableError
@@ -58,6 +60,8 @@ class CountingStore(Store):
         self._lock = threading.Lock()
         self._tally = Tally()
         self._cut = False
+        self.stamps: dict[str, float] = {}
+        """When each kind of operation last completed (``time.monotonic()``)."""
 
     def cut(self) -> None:
         """From now on every call fails, as if this node's connection dropped for good."""
@@ -75,6 +79,7 @@ class CountingStore(Store):
         return self._inner
 
     def _count(self, op: str, size: int) -> None:
+        self.stamps[op] = time.monotonic()
         with self._lock:
             self._tally.ops[op] += 1
             self._tally.bytes += size
@@ -88,6 +93,11 @@ class CountingStore(Store):
         version = self._target.put(key, value, lease=lease)
         self._count("put", len(key) + len(value) + 2 * INT)
         return version
+
+    def put_many(self, items: Sequence[tuple[str, bytes, int | None]]) -> list[int]:
+        versions = self._target.put_many(items)
+        self._count("put_many", sum(len(key) + len(value) + 2 * INT for key, value, _ in items))
+        return versions
 
     def compare_and_set(
         self, key: str, value: bytes, expected_version: int, *, lease: int | None = None

@@ -114,7 +114,7 @@ def _merge(replies: list[dict[str, Any]]) -> dict[str, Any]:
             elif isinstance(value, dict):
                 into = merged.setdefault(key, {})
                 for name, count in value.items():
-                    into[name] = into.get(name, 0) + count
+                    into[name] = into.get(name, [] if isinstance(count, list) else 0) + count
     return merged
 
 
@@ -173,6 +173,10 @@ def _phases(workers: list[_Worker], host: StoreHost, n: int, cfg: BenchConfig, o
     out["ops_per_node_max"] = max(joined["ops"])
     out["bytes_per_node"] = statistics.fmean(joined["bytes"])
     out["bytes_per_node_max"] = max(joined["bytes"])
+    out["timeline_ms"] = {
+        op: round((max(t for t in stamps if t) - start) * 1000, 1) if any(stamps) else None
+        for op, stamps in joined.get("timeline", {}).items()
+    }
     out["ops_by_kind_per_node"] = {k: round(v / n, 3) for k, v in sorted(joined["by_op"].items())}
     if out["latency_s"] is None or n < 2:
         return

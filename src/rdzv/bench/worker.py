@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,11 @@ __all__ = ["WorkerSpec", "run_worker"]
 
 STACK_SIZE = 512 * 1024
 """Thread stack size: thousands of node threads fit in little memory."""
+SWITCH_INTERVAL = float(os.environ.get("RDZV_BENCH_SWITCH_INTERVAL", "0.0005"))
+"""GIL switch interval of a worker. Thousands of node threads share one interpreter
+here (a real node is a process of its own), and with the default 5 ms a thread
+woken by its reply can wait that long for the GIL: the simulation, not the
+protocol, would be measured."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class _Node:
     errors: dict[int, str] = field(default_factory=dict)
     change: str | None = None
     tally: Tally = field(default_factory=Tally)
+    stamps: dict[str, float] = field(default_factory=dict)
 
 
 class _Phases:
@@ -107,6 +114,7 @@ def _node_main(node: _Node, phases: _Phases, system: str) -> None:
     ok = _step(node, 1, node.join)
     if node.store is not None:
         node.tally = node.store.tally()
+        node.stamps = dict(node.store.stamps)
     phases.finish(1)
     if not ok or system != "rdzv":
         return
@@ -173,6 +181,10 @@ def _report(nodes: list[_Node], phase: int) -> dict[str, Any]:
         report["ops"] = [n.tally.total_ops for n in counted]
         report["bytes"] = [n.tally.bytes for n in counted]
         report["by_op"] = dict(sum((n.tally for n in counted), Tally()).ops)
+        report["timeline"] = {  # latest per kind: arrivals, completion (the completer's CAS), wake-ups
+            op: [max((n.stamps[op] for n in counted if op in n.stamps), default=None)]
+            for op in ("grant", "add", "put_many", "cas", "wait")
+        }
     if phase == 2:
         report["changes"] = sorted({str(n.change) for n in counted})
     return report
@@ -192,6 +204,7 @@ def run_worker(conn: Connection, spec: WorkerSpec) -> None:
     """Worker entry point (a process, or a thread for the in-process memory store)."""
     logging.getLogger("rdzv").setLevel(logging.ERROR)  # a cut-off node's heartbeat complains
     threading.stack_size(STACK_SIZE)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     nodes, close = _make_nodes(spec)
     phases = _Phases(len(nodes), sum(n.doomed for n in nodes))
     threads = [

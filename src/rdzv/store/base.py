@@ -10,7 +10,7 @@ revision. A lost compare-and-set is a return value, never an exception.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = ["Capabilities", "CasResult", "Entry", "LeaseInfo", "Listing", "Store"]
@@ -90,6 +90,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def put(self, key: str, value: bytes, *, lease: int | None = None) -> int:
         """Write ``value`` unconditionally; return the new version."""
+
+    def put_many(self, items: Sequence[tuple[str, bytes, int | None]]) -> list[int]:
+        """Write several ``(key, value, lease)`` items; return their new versions.
+
+        A backend may send them in one round trip and apply all or none (tcp
+        does: a missing lease refuses the whole batch with ``StoreError``). This
+        default writes them one by one, stopping at the first failure.
+        """
+        return [self.put(key, value, lease=lease) for key, value, lease in items]
 
     @abc.abstractmethod
     def compare_and_set(

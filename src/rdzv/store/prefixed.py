@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from rdzv.store.base import CasResult, Entry, LeaseInfo, Listing, Store
@@ -30,6 +31,9 @@ class PrefixedStore(Store):
 
     def put(self, key: str, value: bytes, *, lease: int | None = None) -> int:
         return self._inner.put(self._prefix + key, value, lease=lease)
+
+    def put_many(self, items: Sequence[tuple[str, bytes, int | None]]) -> list[int]:
+        return self._inner.put_many([(self._prefix + key, value, lease) for key, value, lease in items])
 
     def compare_and_set(
         self, key: str, value: bytes, expected_version: int, *, lease: int | None = None

@@ -203,6 +203,25 @@ class StoreContract:
         assert woken[0] is not None
         assert woken[0] > since
 
+    def test_put_many_writes_every_item_with_increasing_versions(self, store: Store, other: Store) -> None:
+        lease = store.grant(30)
+        versions = store.put_many([("m/a", b"1", lease), ("m/b", b"2", None)])
+        assert len(versions) == 2
+        assert 0 < versions[0] < versions[1]
+        assert [(e.key, e.value, e.version) for e in other.list("m/")] == [
+            ("m/a", b"1", versions[0]),
+            ("m/b", b"2", versions[1]),
+        ]
+        store.revoke(lease)
+        assert [e.key for e in other.list("m/")] == ["m/b"]
+
+    def test_put_many_with_a_missing_lease_raises_store_error(self, store: Store) -> None:
+        lease = store.grant(30)
+        store.revoke(lease)
+        with pytest.raises(StoreError):
+            store.put_many([("n/a", b"1", lease)])
+        assert store.get("n/a") is None
+
     # -- leases -------------------------------------------------------------
 
     def test_revoking_a_lease_deletes_its_keys(self, store: Store, other: Store) -> None:

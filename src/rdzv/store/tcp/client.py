@@ -22,6 +22,7 @@ import os
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -33,6 +34,8 @@ from rdzv.store.tcp.hosting import HostedServer, bind_listener, is_local_address
 __all__ = ["TcpStore"]
 
 OPTIONS = ("token", "timeout", "is_host", "tls", "ca", "tls_cert", "tls_key", "insecure")
+BATCH = 4096
+"""Most items in one ``put_many`` request (a few hundred KiB for rank records)."""
 RECONNECT_WINDOW = 2.0
 """After a connection is lost, how long to try to reach the same server again."""
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
@@ -256,6 +259,14 @@ class TcpStore(Store):
     def put(self, key: str, value: bytes, *, lease: int | None = None) -> int:
         version: int = self._call("put", [key, bytes(value), lease], key=key)
         return version
+
+    def put_many(self, items: Sequence[tuple[str, bytes, int | None]]) -> list[int]:
+        """One request per :data:`BATCH` items, each applied all-or-none by the server."""
+        versions: list[int] = []
+        for start in range(0, len(items), BATCH):
+            chunk = [[key, bytes(value), lease] for key, value, lease in items[start : start + BATCH]]
+            versions += self._call("put_many", [chunk], key=str(chunk[0][0]))
+        return versions
 
     def compare_and_set(
         self, key: str, value: bytes, expected_version: int, *, lease: int | None = None

@@ -78,6 +78,7 @@ class StoreServer:
         self._handlers: dict[str, Handler] = {
             "get": self._get,
             "put": self._put,
+            "put_many": self._put_many,
             "cas": self._cas,
             "add": self._add,
             "delete": self._delete,
@@ -212,6 +213,23 @@ class StoreServer:
             raise RequestRejectedError(p.KIND_LEASE, str(exc)) from exc
         self._changed([key])
         return version
+
+    def _put_many(self, session: Session, req_id: int, args: list[Any]) -> Any:
+        """``[[key, value, lease], ...]``: checked whole, then applied whole (one revision each)."""
+        raw: list[Any] = _arg(args, 0, list, "items")
+        items = []
+        for item in raw:
+            if not isinstance(item, list) or len(item) != 3:
+                raise p.ProtocolError("put_many items must be [key, value, lease]")
+            items.append((self._key(item), self._value(item, 1), self._lease(item, 2)))
+        now = self._clock()
+        for key, _, lease in items:
+            self._room_for(key)
+            if lease is not None and self.keys.lease_info(lease, now) is None:
+                raise RequestRejectedError(p.KIND_LEASE, str(LeaseNotFoundError(lease)))
+        versions = [self.keys.put(key, value, lease) for key, value, lease in items]
+        self._changed([key for key, _, _ in items])
+        return versions
 
     def _cas(self, session: Session, req_id: int, args: list[Any]) -> Any:
         key, value, lease = self._key(args), self._value(args, 1), self._lease(args, 3)
