@@ -41,11 +41,11 @@ _SPAWN = multiprocessing.get_context("spawn")
 class BenchConfig:
     store: str = "tcp"
     workers: int = 2
-    heartbeat_interval: float = 1.0
+    heartbeat_interval: float = 2.0
     heartbeat_misses: int = 3
     join_timeout: float = 60.0
     torch_timeout: float = 30.0
-    steady_seconds: float = 3.0
+    steady_seconds: float = 4.0
 
     @property
     def lease_ttl(self) -> float:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -36,11 +35,6 @@ __all__ = ["WorkerSpec", "run_worker"]
 
 STACK_SIZE = 512 * 1024
 """Thread stack size: thousands of node threads fit in little memory."""
-SWITCH_INTERVAL = float(os.environ.get("RDZV_BENCH_SWITCH_INTERVAL", "0.0005"))
-"""GIL switch interval of a worker. Thousands of node threads share one interpreter
-here (a real node is a process of its own), and with the default 5 ms a thread
-woken by its reply can wait that long for the GIL: the simulation, not the
-protocol, would be measured."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +198,6 @@ def run_worker(conn: Connection, spec: WorkerSpec) -> None:
     """Worker entry point (a process, or a thread for the in-process memory store)."""
     logging.getLogger("rdzv").setLevel(logging.ERROR)  # a cut-off node's heartbeat complains
     threading.stack_size(STACK_SIZE)
-    sys.setswitchinterval(SWITCH_INTERVAL)
     nodes, close = _make_nodes(spec)
     phases = _Phases(len(nodes), sum(n.doomed for n in nodes))
     threads = [

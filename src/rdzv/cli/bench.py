@@ -70,11 +70,11 @@ def _measure(
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="PNG plot here.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Node processes.")
-@click.option("--heartbeat-interval", default=1.0, show_default=True, type=click.FloatRange(min=0.05))
+@click.option("--heartbeat-interval", default=2.0, show_default=True, type=click.FloatRange(min=0.05))
 @click.option("--heartbeat-misses", default=3, show_default=True, type=click.IntRange(1))
 @click.option("--join-timeout", default=60.0, show_default=True, type=click.FloatRange(min=1))
 @click.option("--torch-timeout", default=30.0, show_default=True, type=click.FloatRange(min=1))
-@click.option("--steady-seconds", default=3.0, show_default=True, type=click.FloatRange(min=0.1))
+@click.option("--steady-seconds", default=4.0, show_default=True, type=click.FloatRange(min=0.1))
 def bench(
     store: str,
     nodes: list[int],
