@@ -64,6 +64,7 @@ class Wait:
 @dataclass
 class _Pending:
     round: int
+    lease: int
     arrival: int
     joined_at: float
     attempt_at: float | None
@@ -86,6 +87,8 @@ class Joiner:
         self._lease = lease
         self._previous = previous
         self._pending: _Pending | None = None
+        self.left_behind: str | None = None
+        """A placed node's lobby key, left for the caller to delete off the critical path."""
 
     @property
     def waiting_round(self) -> int | None:
@@ -106,17 +109,29 @@ class Joiner:
         if pending is not None and doc is not None and latest >= pending.round:
             placed = self._placement(doc, entry) if latest == pending.round else None
             if placed is not None:
-                self.leave_lobby()
+                self._settle()
                 return placed
             self.leave_lobby()  # not chosen (a spare, or late): queue for the next round
             pending = None
+        if pending is not None and self._lease() != pending.lease:
+            pending = None  # our lease expired while we waited (a stall past its ttl): so did our lobby key
         if pending is None:
             pending = self._pending = self._enter_lobby(latest + 1, now)
         if pending.attempt_at is not None and now >= pending.attempt_at:
             placed = self._try_complete(pending, entry, now)
             if placed is not None:
                 return placed
-        return Wait(Layout.doc, entry.version if entry else 0, pending.attempt_at)
+        # Look again after a lease ttl at the latest, to notice a lease lost while waiting.
+        recheck = now + self._settings.lease_ttl
+        until = recheck if pending.attempt_at is None else min(pending.attempt_at, recheck)
+        return Wait(Layout.doc, entry.version if entry else 0, until)
+
+    def _settle(self) -> None:
+        """Placed: the lobby key no longer matters (nobody reads a completed round's lobby),
+        so its delete is left to the caller, after ``next_rendezvous`` has returned."""
+        if self._pending is not None:
+            self.left_behind = Layout.lobby(self._pending.round) + self._node.node_id
+            self._pending = None
 
     def leave_lobby(self) -> None:
         """Withdraw from the lobby (the node was placed, gave up, or moves on)."""
@@ -145,7 +160,7 @@ class Joiner:
         arrival = self._store.add(Layout.arrivals(round_), 1)
         s = self._settings
         delay = plan.attempt_delay(arrival, s.min_nodes, s.max_nodes, s.last_call_timeout)
-        return _Pending(round_, arrival, now, None if delay is None else now + delay)
+        return _Pending(round_, lease, arrival, now, None if delay is None else now + delay)
 
     def _placement(self, doc: RoundDoc, entry: Entry | None) -> Placement | None:
         key = Layout.ranks(doc.round) + self._node.node_id
@@ -188,7 +203,7 @@ class Joiner:
         mine = [rank for rank, record in enumerate(ordered) if record.node_id == self._node.node_id]
         if not mine:
             return None  # we completed the round for others and stay a spare
-        self.leave_lobby()
+        self._settle()
         return Placement(doc, mine[0], result.current.version)
 
     def _publish(self, round_: int, ordered: list[JoinRecord], token: str) -> RoundDoc:

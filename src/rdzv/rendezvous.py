@@ -149,6 +149,7 @@ class Rendezvous:
             self._store, ttl=self.settings.lease_ttl, interval=heartbeat_interval, name=self.node_id
         )
         self._placement: Placement | None = None
+        self._left_behind: str | None = None
         self._closed_down = False
 
     @property
@@ -166,6 +167,9 @@ class Rendezvous:
         Raises ``RendezvousClosedError`` if the run is closed and
         ``RendezvousTimeoutError`` after ``join_timeout`` seconds.
         """
+        if self._left_behind is not None:  # last round's lobby key (see Joiner._settle)
+            self._store.delete(self._left_behind)
+            self._left_behind = None
         joiner = Joiner(self._store, self.settings, self._node, self._heartbeat.ensure, self._placement)
         deadline = self._clock() + self.settings.join_timeout
         while True:
@@ -173,6 +177,7 @@ class Rendezvous:
             outcome = joiner.step(now)
             if isinstance(outcome, Placement):
                 self._placement = outcome
+                self._left_behind = joiner.left_behind
                 return RendezvousInfo(self._store, outcome, self.run_id)
             if now >= deadline:
                 joiner.leave_lobby()

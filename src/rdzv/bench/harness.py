@@ -40,7 +40,7 @@ _SPAWN = multiprocessing.get_context("spawn")
 @dataclass(frozen=True)
 class BenchConfig:
     store: str = "tcp"
-    workers: int = 2
+    workers: int = 4
     heartbeat_interval: float = 2.0
     heartbeat_misses: int = 3
     join_timeout: float = 60.0
@@ -165,8 +165,12 @@ def run_rdzv(n: int, cfg: BenchConfig) -> dict[str, Any]:
 
 
 def _phases(workers: list[_Worker], host: StoreHost, n: int, cfg: BenchConfig, out: dict[str, Any]) -> None:
+    server_cpu = host.cpu_seconds()
     start = time.monotonic()
     joined = _merge(_ask(workers, "go", 1, cfg.join_timeout + 10))
+    after = host.cpu_seconds()
+    out["server_cpu_s"] = None if after is None or server_cpu is None else after - server_cpu
+    out["worker_cpu_s"] = sum(joined["cpu_s"])  # all node threads of all workers
     out["latency_s"] = _elapsed(joined, start)
     out["errors"] = joined["errors"]
     out["ops_per_node"] = statistics.fmean(joined["ops"])

@@ -9,6 +9,7 @@ in-process store (its nodes then run in the harness process); ``torch`` a
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 from rdzv.errors import ConfigurationError, StoreUnavailableError
 
-__all__ = ["STORES", "StoreHost", "peak_rss_of", "start_store", "start_torch_store"]
+__all__ = ["STORES", "StoreHost", "cpu_seconds_of", "peak_rss_of", "start_store", "start_torch_store"]
 
 STORES = ("tcp", "file", "memory")
 
@@ -40,6 +41,9 @@ class StoreHost:
         """Nodes must run in the harness process (the memory store)."""
         return self.kind == "memory"
 
+    def cpu_seconds(self) -> float | None:
+        return None if self.pid is None else cpu_seconds_of(self.pid)
+
     def peak_rss_mib(self) -> float | None:
         return None if self.pid is None else peak_rss_of(self.pid)
 
@@ -54,6 +58,16 @@ def peak_rss_of(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds_of(pid: int) -> float | None:
+    """User plus system CPU time a live process has used so far, from ``/proc`` (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_store(kind: str) -> StoreHost:

@@ -158,6 +158,7 @@ def _make_nodes(spec: WorkerSpec) -> tuple[list[_Node], Callable[[], None]]:
             _Node(i, join, _none, _none, None, False) for i, join in zip(spec.nodes, joins, strict=True)
         ], close
     shared = open_store(spec.url)
+    shared.get("bench/connect")  # connect and authenticate before the release, as a started node has
     return [_rdzv_node(spec, shared, i) for i in spec.nodes], shared.close
 
 
@@ -165,13 +166,14 @@ def _none() -> None:
     return None
 
 
-def _report(nodes: list[_Node], phase: int) -> dict[str, Any]:
+def _report(nodes: list[_Node], phase: int, cpu_at_ready: float = 0.0) -> dict[str, Any]:
     counted = [n for n in nodes if phase == 1 or not n.doomed]
     report: dict[str, Any] = {
         "times": [n.times.get(phase) for n in counted],
         "errors": sorted({e for n in counted if (e := n.errors.get(phase))}),
     }
     if phase == 1:
+        report["cpu_s"] = [time.process_time() - cpu_at_ready]
         report["ops"] = [n.tally.total_ops for n in counted]
         report["bytes"] = [n.tally.bytes for n in counted]
         report["by_op"] = dict(sum((n.tally for n in counted), Tally()).ops)
@@ -206,20 +208,21 @@ def run_worker(conn: Connection, spec: WorkerSpec) -> None:
     ]
     for thread in threads:
         thread.start()
+    cpu_at_ready = time.process_time()
     conn.send({"ready": len(nodes)})
     try:
-        while _serve(conn, nodes, phases):
+        while _serve(conn, nodes, phases, cpu_at_ready):
             pass
     finally:
         close()
 
 
-def _serve(conn: Connection, nodes: list[_Node], phases: _Phases) -> bool:
+def _serve(conn: Connection, nodes: list[_Node], phases: _Phases, cpu_at_ready: float) -> bool:
     command, arg, timeout = conn.recv()
     if command == "go":
         phases.go[arg].set()
         phases.wait_all(arg, timeout)
-        conn.send(_report(nodes, arg))
+        conn.send(_report(nodes, arg, cpu_at_ready))
     elif command == "await":
         phases.wait_all(arg, timeout)
         conn.send(_report(nodes, arg))

@@ -69,7 +69,7 @@ def _measure(
 @click.option("--vs-torch", is_flag=True, help="Also run torch's c10d rendezvous, interleaved.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="PNG plot here.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Node processes.")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(1), help="Node processes.")
 @click.option("--heartbeat-interval", default=2.0, show_default=True, type=click.FloatRange(min=0.05))
 @click.option("--heartbeat-misses", default=3, show_default=True, type=click.IntRange(1))
 @click.option("--join-timeout", default=60.0, show_default=True, type=click.FloatRange(min=1))

@@ -191,7 +191,7 @@ class TcpStore(Store):
                 req_id, pending = conn.send(op, args)
             except ConnectionLostError:
                 continue  # never sent: safe to retry on a new connection
-            if not pending.event.wait(max(deadline - time.monotonic(), 0)):
+            if not pending.wait(max(deadline - time.monotonic(), 0)):
                 conn.abandon(req_id)
                 raise StoreTimeoutError(f"{op} got no reply from {self.url} in time", url=self.url, key=key)
             error = pending.error
