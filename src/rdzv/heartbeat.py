@@ -7,6 +7,7 @@ evicted when ``ttl`` passes without a refresh. No host compares clocks.
 
 from __future__ import annotations
 
+import _thread
 import logging
 import threading
 
@@ -27,7 +28,9 @@ class Heartbeat:
         self._lease: int | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._exited = threading.Event()
+        self._started = False
+        self._ident: int | None = None
         self.refreshes = 0
 
     @property
@@ -39,11 +42,12 @@ class Heartbeat:
         with self._lock:
             if self._lease is None:
                 self._lease = self._store.grant(self._ttl)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"rdzv-heartbeat-{self._name}", daemon=True
-                )
-                self._thread.start()
+            if not self._started:
+                # A bare thread: ``threading.Thread.start`` waits for the new thread to
+                # run, two GIL hand-offs that cost milliseconds when thousands of
+                # node threads share a process (the benchmark; a launcher with many nodes).
+                self._started = True
+                _thread.start_new_thread(self._run, ())
             return self._lease
 
     def beat(self) -> bool:
@@ -62,17 +66,21 @@ class Heartbeat:
         return False
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.beat()
-            except StoreError as exc:
-                log.warning("rdzv node %s: heartbeat failed: %s", self._name, exc)
+        self._ident = threading.get_ident()
+        try:
+            while not self._stop.wait(self._interval):
+                try:
+                    self.beat()
+                except StoreError as exc:
+                    log.warning("rdzv node %s: heartbeat failed: %s", self._name, exc)
+        finally:
+            self._exited.set()
 
     def stop(self, *, revoke: bool) -> None:
         """Stop beating; with ``revoke`` end the lease now so peers see the node leave."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=self._interval + 1)
+        if self._started and self._ident != threading.get_ident():
+            self._exited.wait(timeout=self._interval + 1)
         with self._lock:
             lease, self._lease = self._lease, None
         if revoke and lease is not None:

@@ -80,12 +80,15 @@ class Joiner:
         node: NodeIdentity,
         lease: Callable[[], int],
         previous: Placement | None = None,
+        renew: Callable[[], bool] | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
         self._node = node
         self._lease = lease
         self._previous = previous
+        self._renew = renew
+        """Refreshes the lease; ``False`` when it had lapsed (and is dropped, so ``lease`` grants anew)."""
         self._pending: _Pending | None = None
         self.left_behind: str | None = None
         """A placed node's lobby key, left for the caller to delete off the critical path."""
@@ -156,7 +159,17 @@ class Joiner:
             prev_round=prev.doc.round if prev else 0,
             prev_rank=prev.rank if prev else None,
         )
-        self._store.put(Layout.lobby(round_) + self._node.node_id, encode(record), lease=lease)
+        key = Layout.lobby(round_) + self._node.node_id
+        try:
+            self._store.put(key, encode(record), lease=lease)
+        except StoreError:
+            # The lease may have lapsed unnoticed (a stall past its ttl): if a refresh
+            # says so, take a new lease and try once more; otherwise the error stands.
+            if self._renew is None or self._renew():
+                raise
+            lease = self._lease()
+            record = replace(record, lease=lease)
+            self._store.put(key, encode(record), lease=lease)
         arrival = self._store.add(Layout.arrivals(round_), 1)
         s = self._settings
         delay = plan.attempt_delay(arrival, s.min_nodes, s.max_nodes, s.last_call_timeout)

@@ -170,7 +170,14 @@ class Rendezvous:
         if self._left_behind is not None:  # last round's lobby key (see Joiner._settle)
             self._store.delete(self._left_behind)
             self._left_behind = None
-        joiner = Joiner(self._store, self.settings, self._node, self._heartbeat.ensure, self._placement)
+        joiner = Joiner(
+            self._store,
+            self.settings,
+            self._node,
+            self._heartbeat.ensure,
+            self._placement,
+            renew=self._heartbeat.beat,
+        )
         deadline = self._clock() + self.settings.join_timeout
         while True:
             now = self._clock()
