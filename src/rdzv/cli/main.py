@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from rdzv import __version__
 from rdzv.cli.backends import backends
+from rdzv.cli.join import join
+from rdzv.cli.status import status
+from rdzv.errors import ConfigurationError, RdzvError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -20,3 +25,24 @@ def main() -> None:
 
 
 main.add_command(backends)
+main.add_command(join)
+main.add_command(status)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console script: errors are one line on stderr; exit 2 for bad usage, 1 for failures."""
+    try:
+        code = main.main(args=argv, prog_name="rdzv", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("rdzv: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"rdzv: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except ConfigurationError as exc:
+        click.echo(f"rdzv: error: {exc}", err=True)
+        sys.exit(2)
+    except RdzvError as exc:
+        click.echo(f"rdzv: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

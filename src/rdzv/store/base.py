@@ -13,7 +13,7 @@ import abc
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["Capabilities", "CasResult", "Entry", "Listing", "Store"]
+__all__ = ["Capabilities", "CasResult", "Entry", "LeaseInfo", "Listing", "Store"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,19 @@ class Listing:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """A lease as its store sees it, by the store's own clock."""
+
+    ttl: float
+    remaining: float
+
+    @property
+    def since_refresh(self) -> float:
+        """Seconds since the holder last refreshed it (its last heartbeat)."""
+        return max(self.ttl - self.remaining, 0.0)
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def revoke(self, lease: int) -> None:
         """End a lease now, deleting its keys."""
+
+    def lease_info(self, lease: int) -> LeaseInfo | None:
+        """The lease's ttl and time left, where the backend can tell; ``None`` if unknown."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections and files. Idempotent."""

@@ -12,7 +12,7 @@ import builtins
 import heapq
 from dataclasses import dataclass, field
 
-from rdzv.store.base import CasResult, Entry, Listing
+from rdzv.store.base import CasResult, Entry, LeaseInfo, Listing
 
 __all__ = ["KeySpace", "LeaseNotFoundError"]
 
@@ -149,6 +149,12 @@ class KeySpace:
         record.deadline = now + record.ttl
         heapq.heappush(self._expiry_heap, (record.deadline, lease))
         return True
+
+    def lease_info(self, lease: int, now: float) -> LeaseInfo | None:
+        record = self._leases.get(lease)
+        if record is None:
+            return None
+        return LeaseInfo(record.ttl, max(record.deadline - now, 0.0))
 
     def revoke(self, lease: int) -> builtins.list[str]:
         record = self._leases.pop(lease, None)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from rdzv.errors import ConfigurationError, StoreError
-from rdzv.store.base import Capabilities, CasResult, Entry, Listing, Store
+from rdzv.store.base import Capabilities, CasResult, Entry, LeaseInfo, Listing, Store
 from rdzv.store.keyspace import KeySpace, LeaseNotFoundError
 
 __all__ = ["MemoryStore"]
@@ -22,10 +22,23 @@ Clock = Callable[[], float]
 
 
 class _Shared:
+    """Keys shared by every handle of one named store, and who waits on which prefix."""
+
     def __init__(self, clock: Clock) -> None:
         self.keys = KeySpace()
         self.clock = clock
-        self.changed = threading.Condition()
+        self.lock = threading.Lock()
+        self.waiters: dict[str, set[threading.Event]] = {}
+
+    def wake(self, changed: list[str]) -> None:
+        """Wake the waiters whose prefix covers a changed key (lock held)."""
+        for prefix, events in self.waiters.items():
+            if any(key.startswith(prefix) for key in changed):
+                for event in events:
+                    event.set()
+
+    def expire(self, now: float) -> None:
+        self.wake(self.keys.expire(now))
 
 
 _named: dict[str, _Shared] = {}
@@ -58,18 +71,25 @@ class MemoryStore(Store):
 
     def _write(self, key: str, action: Callable[[KeySpace], object]) -> object:
         shared = self._shared
-        with shared.changed:
-            shared.keys.expire(self._now())
+        with shared.lock:
+            shared.expire(self._now())
+            before = shared.keys.revision
             try:
                 result = action(shared.keys)
             except LeaseNotFoundError as exc:
                 raise StoreError(str(exc), url=self.url, key=key) from exc
-            shared.changed.notify_all()
+            if shared.keys.revision != before:
+                shared.wake(self._changed_keys(key, result))
             return result
 
+    @staticmethod
+    def _changed_keys(key: str, result: object) -> list[str]:
+        # revoke and expire report the keys they deleted; other writes touch ``key``.
+        return result if isinstance(result, list) else [key]
+
     def get(self, key: str) -> Entry | None:
-        with self._shared.changed:
-            self._shared.keys.expire(self._now())
+        with self._shared.lock:
+            self._shared.expire(self._now())
             return self._shared.keys.get(key)
 
     def put(self, key: str, value: bytes, *, lease: int | None = None) -> int:
@@ -93,43 +113,56 @@ class MemoryStore(Store):
         return bool(self._write(key, lambda ks: ks.delete(key)))
 
     def list(self, prefix: str) -> Listing:
-        with self._shared.changed:
-            self._shared.keys.expire(self._now())
+        with self._shared.lock:
+            self._shared.expire(self._now())
             return self._shared.keys.list(prefix)
 
     def wait(self, prefix: str, since: int, timeout: float) -> int | None:
         shared = self._shared
         deadline = self._now() + timeout
-        with shared.changed:
-            while True:
+        event = threading.Event()
+        while True:
+            with shared.lock:
                 now = self._now()
-                if shared.keys.expire(now):
-                    shared.changed.notify_all()
+                shared.expire(now)
                 revision = shared.keys.changed_since(prefix, since)
-                if revision is not None:
+                if revision is not None or now >= deadline:
                     return revision
-                if now >= deadline:
-                    return None
-                wake = deadline
-                expiry = shared.keys.next_expiry()
-                if expiry is not None:
-                    wake = min(wake, expiry)
-                shared.changed.wait(max(wake - now, 0.001))
+                wake = min(deadline, shared.keys.next_expiry() or deadline)
+                event.clear()
+                shared.waiters.setdefault(prefix, set()).add(event)
+            try:
+                # A real-clock store wakes itself for lease expiry; a fake clock is
+                # advanced by the test, which then calls ``advance()``.
+                event.wait(max(wake - now, 0.001))
+            finally:
+                with shared.lock:
+                    events = shared.waiters.get(prefix)
+                    if events is not None:
+                        events.discard(event)
+                        if not events:
+                            del shared.waiters[prefix]
 
     def grant(self, ttl: float) -> int:
         if ttl <= 0:
             raise ConfigurationError(f"lease ttl must be positive, got {ttl}")
-        with self._shared.changed:
+        with self._shared.lock:
             return self._shared.keys.grant(ttl, self._now())
 
     def refresh(self, lease: int) -> bool:
-        with self._shared.changed:
-            self._shared.keys.expire(self._now())
+        with self._shared.lock:
+            self._shared.expire(self._now())
             return self._shared.keys.refresh(lease, self._now())
+
+    def lease_info(self, lease: int) -> LeaseInfo | None:
+        with self._shared.lock:
+            self._shared.expire(self._now())
+            return self._shared.keys.lease_info(lease, self._now())
 
     def revoke(self, lease: int) -> None:
         self._write("", lambda ks: ks.revoke(lease))
 
     def advance(self) -> None:
-        """Wake waiters so they re-check leases (for tests driving a fake clock)."""
-        self._write("", lambda ks: ks.expire(self._now()))
+        """Expire leases by the clock now and wake their waiters (tests with a fake clock)."""
+        with self._shared.lock:
+            self._shared.expire(self._now())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from rdzv.store.base import CasResult, Entry, Listing, Store
+from rdzv.store.base import CasResult, Entry, LeaseInfo, Listing, Store
 
 
 class PrefixedStore(Store):
@@ -56,6 +56,9 @@ class PrefixedStore(Store):
 
     def refresh(self, lease: int) -> bool:
         return self._inner.refresh(lease)
+
+    def lease_info(self, lease: int) -> LeaseInfo | None:
+        return self._inner.lease_info(lease)
 
     def revoke(self, lease: int) -> None:
         self._inner.revoke(lease)

@@ -1,0 +1,151 @@
+"""``rdzv join``: join a run, print this node's place, optionally run a command in it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from types import FrameType
+
+import click
+
+from rdzv.cli.options import run_id, store_url
+from rdzv.config import ENV_VARS
+from rdzv.rendezvous import Rendezvous, RendezvousInfo
+
+SECONDS = click.FloatRange(min=0, min_open=True)
+
+
+@click.command()
+@store_url
+@run_id
+@click.option(
+    "--min",
+    "min_nodes",
+    type=click.IntRange(min=1),
+    required=True,
+    envvar=ENV_VARS["min_nodes"],
+    help="Fewest nodes a round may start with.",
+)
+@click.option(
+    "--max",
+    "max_nodes",
+    type=click.IntRange(min=1),
+    required=True,
+    envvar=ENV_VARS["max_nodes"],
+    help="Most nodes in a round; later ones wait as spares.",
+)
+@click.option("--node-id", help="Unique name of this node [default: HOST-PID-RANDOM].")
+@click.option(
+    "--addr", help="HOST or HOST:PORT others reach this node at; PORT becomes MASTER_PORT on rank 0."
+)
+@click.option(
+    "--join-timeout",
+    type=SECONDS,
+    default=600,
+    show_default=True,
+    envvar=ENV_VARS["join_timeout"],
+    help="Seconds to wait for a round.",
+)
+@click.option(
+    "--last-call-timeout",
+    type=SECONDS,
+    default=30,
+    show_default=True,
+    envvar=ENV_VARS["last_call_timeout"],
+    help="Seconds to wait for more nodes once --min have joined.",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=SECONDS,
+    default=5,
+    show_default=True,
+    envvar=ENV_VARS["heartbeat_interval"],
+    help="Seconds between heartbeats.",
+)
+@click.option(
+    "--heartbeat-misses",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    envvar=ENV_VARS["heartbeat_misses"],
+    help="Missed heartbeats before eviction.",
+)
+@click.option(
+    "--rank-policy",
+    type=click.Choice(["stable", "sorted", "arrival"]),
+    default="stable",
+    show_default=True,
+    envvar=ENV_VARS["rank_policy"],
+    help="How ranks are assigned.",
+)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["json", "env"]),
+    default="json",
+    show_default=True,
+    help="Print the result as a JSON object or as shell `export` lines.",
+)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def join(url: str, run_id: str, min_nodes: int, max_nodes: int, node_id: str | None, addr: str | None,
+         join_timeout: float, last_call_timeout: float, heartbeat_interval: float, heartbeat_misses: int,
+         rank_policy: str, output: str, command: tuple[str, ...]) -> None:  # fmt: skip
+    """Join run RUN_ID through the store at URL and print this node's rank.
+
+    With a command after `--`, run it with RANK, WORLD_SIZE, MASTER_ADDR and
+    MASTER_PORT (and RDZV_ROUND, RDZV_RUN_ID, RDZV_NODE_ID) set, keeping this
+    node's heartbeat alive until it exits; rdzv exits with its exit code.
+
+    \b
+    Example:
+      rdzv join tcp://10.0.0.1:29400 --run-id job1 --min 2 --max 4 -- python train.py
+    """
+    with Rendezvous(
+        url, run_id, min_nodes, max_nodes, node_id=node_id, addr=addr, join_timeout=join_timeout,
+        last_call_timeout=last_call_timeout, heartbeat_interval=heartbeat_interval,
+        heartbeat_misses=heartbeat_misses, rank_policy=rank_policy,
+    ) as node:  # fmt: skip
+        info = node.next_rendezvous()
+        click.echo(_format(info, output, node.node_id))
+        sys.stdout.flush()
+        if command:
+            sys.exit(_run_child(list(command), _child_env(info, node.node_id)))
+
+
+def _child_env(info: RendezvousInfo, node_id: str) -> dict[str, str]:
+    return {
+        "RANK": str(info.rank),
+        "WORLD_SIZE": str(info.world_size),
+        "MASTER_ADDR": info.coordinator_host,
+        "MASTER_PORT": str(info.coordinator_port),
+        "RDZV_ROUND": str(info.round),
+        "RDZV_RUN_ID": info.run_id,
+        "RDZV_NODE_ID": node_id,
+    }
+
+
+def _format(info: RendezvousInfo, output: str, node_id: str) -> str:
+    if output == "env":
+        return "\n".join(f"export {k}={v}" for k, v in _child_env(info, node_id).items())
+    return json.dumps(info.as_dict())
+
+
+def _run_child(command: list[str], extra_env: dict[str, str]) -> int:
+    try:
+        child = subprocess.Popen(command, env={**os.environ, **extra_env})
+    except OSError as exc:
+        raise click.UsageError(f"cannot run {command[0]!r}: {exc.strerror}") from exc
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code

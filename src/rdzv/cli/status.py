@@ -1,0 +1,88 @@
+"""``rdzv status``: the current round of a run, or the store server's counters."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from rdzv.cli.options import store_url
+from rdzv.config import ENV_VARS
+from rdzv.layout import Layout
+from rdzv.registry import open_store
+from rdzv.status import RunStatus, read_status
+from rdzv.store.base import Store
+
+
+@click.command()
+@store_url
+@click.option("--run-id", envvar=ENV_VARS["run_id"], help="The run to show (not needed with --server).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--watch", is_flag=True, help="Redraw whenever the run changes (Ctrl-C to stop).")
+@click.option("--server", is_flag=True, help="Show the tcp:// server's counters instead of a run.")
+def status(url: str, run_id: str | None, as_json: bool, watch: bool, server: bool) -> None:
+    """Show a run's current round: state, members with rank, address and last
+    heartbeat, nodes waiting for the next round, and spares.
+
+    \b
+    Examples:
+      rdzv status tcp://10.0.0.1:29400 --run-id job1
+      rdzv status tcp://10.0.0.1:29400 --server --json
+    """
+    with open_store(url) as store:
+        if server:
+            _show_server(store, as_json)
+            return
+        if not run_id:
+            raise click.UsageError("--run-id is required (or --server for the server's counters)")
+        while True:
+            current = read_status(store, run_id)
+            if watch:
+                click.clear()
+            click.echo(json.dumps(asdict(current), indent=2) if as_json else render(current))
+            if not watch:
+                return
+            store.wait(Layout(run_id).prefix, current.revision, 2.0)
+
+
+def render(run: RunStatus) -> str:
+    if run.round == 0:
+        lines = [f"run {run.run_id}: no round yet (state joining)"]
+    else:
+        lines = [
+            f"run {run.run_id}: round {run.round} {run.state}, world size {run.world_size} "
+            f"(min {run.min_nodes}, max {run.max_nodes}), coordinator {run.coordinator}",
+            f"  {'RANK':>4}  {'NODE':<28} {'ADDRESS':<22} {'LAST HEARTBEAT':<15}",
+        ]
+        for m in run.members:
+            beat = (
+                "gone (evicted)"
+                if not m.alive
+                else "?"
+                if m.since_heartbeat is None
+                else f"{m.since_heartbeat:.1f} s ago"
+            )
+            lines.append(f"  {m.rank:>4}  {m.node_id:<28} {m.addr:<22} {beat:<15}")
+    lines.append(f"waiting for round {run.round + 1}: {len(run.waiting)} {' '.join(run.waiting)}".rstrip())
+    lines.append(f"spares: {len(run.spares)} {' '.join(run.spares)}".rstrip())
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _heartbeat(alive: bool, since: float | None) -> str:
+    if not alive:
+        return "gone"
+    return "?" if since is None else f"{since:.1f} s ago"
+
+
+def _show_server(store: Store, as_json: bool) -> None:
+    stats_of = getattr(store, "server_stats", None)
+    if stats_of is None:
+        raise click.UsageError(f"--server needs a tcp:// store; {store.url} has no server counters")
+    stats: dict[str, Any] = stats_of()
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+        return
+    for key, value in stats.items():
+        click.echo(f"{key:<20} {value}")

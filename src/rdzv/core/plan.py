@@ -1,0 +1,38 @@
+"""When a round may complete, and who tries to complete it.
+
+A node's *arrival* is its position in the lobby of a round (from an atomic
+counter). The node that arrives ``max_nodes``-th (or later) tries at once; any
+node arriving ``min_nodes``-th or later tries ``last_call_timeout`` after its
+own arrival. Nodes arriving earlier never plan, so a round is planned by one
+or a few nodes, not all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rdzv.core.records import JoinRecord
+
+
+def attempt_delay(arrival: int, min_nodes: int, max_nodes: int, last_call_timeout: float) -> float | None:
+    """Seconds after arriving at which this node tries to complete the round, or ``None``."""
+    if arrival >= max_nodes:
+        return 0.0
+    if arrival >= min_nodes:
+        return last_call_timeout
+    return None
+
+
+def plan_round(
+    lobby: Sequence[JoinRecord], min_nodes: int, max_nodes: int, *, last_call_due: bool
+) -> list[JoinRecord] | None:
+    """The members of the next round in arrival order, or ``None`` if it may not complete yet.
+
+    The round completes at once with ``max_nodes`` live joiners, or with at
+    least ``min_nodes`` once the last call is due. Joiners beyond ``max_nodes``
+    stay in the lobby as spares.
+    """
+    live = sorted(lobby, key=lambda record: (record.arrival, record.node_id))
+    if len(live) >= max_nodes or (last_call_due and len(live) >= min_nodes):
+        return live[:max_nodes]
+    return None

@@ -1,0 +1,82 @@
+"""A node's lease and the thread that keeps it alive.
+
+Liveness is a lease the store expires by its own clock: a node proves it is
+alive by refreshing the lease every ``interval`` seconds, O(1) bytes, and is
+evicted when ``ttl`` passes without a refresh. No host compares clocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from rdzv.errors import StoreError
+from rdzv.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Grants the node's lease on demand and refreshes it from a daemon thread."""
+
+    def __init__(self, store: Store, *, ttl: float, interval: float, name: str) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._interval = interval
+        self._name = name
+        self._lease: int | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refreshes = 0
+
+    @property
+    def lease(self) -> int | None:
+        return self._lease
+
+    def ensure(self) -> int:
+        """The current lease, granting a new one if there is none or it was lost."""
+        with self._lock:
+            if self._lease is None:
+                self._lease = self._store.grant(self._ttl)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"rdzv-heartbeat-{self._name}", daemon=True
+                )
+                self._thread.start()
+            return self._lease
+
+    def beat(self) -> bool:
+        """Refresh once; ``False`` means the lease had expired and is dropped."""
+        with self._lock:
+            lease = self._lease
+        if lease is None:
+            return False
+        if self._store.refresh(lease):
+            self.refreshes += 1
+            return True
+        log.warning("rdzv node %s: lease %s expired; the node was evicted and will rejoin", self._name, lease)
+        with self._lock:
+            if self._lease == lease:
+                self._lease = None
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.beat()
+            except StoreError as exc:
+                log.warning("rdzv node %s: heartbeat failed: %s", self._name, exc)
+
+    def stop(self, *, revoke: bool) -> None:
+        """Stop beating; with ``revoke`` end the lease now so peers see the node leave."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self._interval + 1)
+        with self._lock:
+            lease, self._lease = self._lease, None
+        if revoke and lease is not None:
+            try:
+                self._store.revoke(lease)
+            except StoreError as exc:
+                log.warning("rdzv node %s: could not revoke lease on shutdown: %s", self._name, exc)

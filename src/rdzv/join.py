@@ -1,0 +1,207 @@
+"""One node's way into the next round, as steps that never block.
+
+``Joiner.step(now)`` reads the store, acts, and returns either the node's
+:class:`Placement` in a completed round or a :class:`Wait` saying which key to
+watch and until when. ``Rendezvous`` turns that into blocking ``store.wait``
+calls; tests drive steps directly with a fake clock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from rdzv.config import RendezvousSettings
+from rdzv.core import plan
+from rdzv.core.ranks import assign_ranks
+from rdzv.core.records import (
+    JoinRecord,
+    MembersRecord,
+    RankRecord,
+    RoundDoc,
+    RoundState,
+    decode_join,
+    decode_rank,
+    decode_round_doc,
+    encode,
+)
+from rdzv.errors import RendezvousClosedError, StoreError
+from rdzv.layout import Layout
+from rdzv.store.base import Entry, Store
+
+
+def read_lobby_entry(entry: Entry) -> JoinRecord:
+    """A lobby record, ordered by the store revision at which it was written."""
+    return replace(decode_join(entry.value, entry.key), arrival=entry.version)
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    node_id: str
+    host: str
+    port_for_round: Callable[[], int]
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """This node's place in a completed round."""
+
+    doc: RoundDoc
+    rank: int
+    revision: int
+    """Store revision at which the round completed; later changes are news."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    key: str
+    since: int
+    until: float | None
+
+
+@dataclass
+class _Pending:
+    round: int
+    arrival: int
+    joined_at: float
+    attempt_at: float | None
+
+
+class Joiner:
+    """Steps one node through the lobby of the next round until it is placed."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: RendezvousSettings,
+        node: NodeIdentity,
+        lease: Callable[[], int],
+        previous: Placement | None = None,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._node = node
+        self._lease = lease
+        self._previous = previous
+        self._pending: _Pending | None = None
+
+    @property
+    def waiting_round(self) -> int | None:
+        return self._pending.round if self._pending else None
+
+    def step(self, now: float) -> Placement | Wait:
+        entry = self._store.get(Layout.doc)
+        doc = decode_round_doc(entry.value, Layout.doc) if entry else None
+        if doc is not None and doc.closed:
+            self.leave_lobby()
+            raise RendezvousClosedError(
+                f"rendezvous {self._settings.run_id!r} is closed",
+                run_id=self._settings.run_id,
+                round=doc.round,
+            )
+        latest = doc.round if doc else 0
+        pending = self._pending
+        if pending is not None and doc is not None and latest >= pending.round:
+            placed = self._placement(doc, entry) if latest == pending.round else None
+            if placed is not None:
+                self.leave_lobby()
+                return placed
+            self.leave_lobby()  # not chosen (a spare, or late): queue for the next round
+            pending = None
+        if pending is None:
+            pending = self._pending = self._enter_lobby(latest + 1, now)
+        if pending.attempt_at is not None and now >= pending.attempt_at:
+            placed = self._try_complete(pending, entry, now)
+            if placed is not None:
+                return placed
+        return Wait(Layout.doc, entry.version if entry else 0, pending.attempt_at)
+
+    def leave_lobby(self) -> None:
+        """Withdraw from the lobby (the node was placed, gave up, or moves on)."""
+        if self._pending is not None:
+            self._store.delete(Layout.lobby(self._pending.round) + self._node.node_id)
+            self._pending = None
+
+    # -- steps ----------------------------------------------------------------
+
+    def _enter_lobby(self, round_: int, now: float) -> _Pending:
+        # The key goes in before the counter moves: whoever counts N arrivals
+        # is sure to find N keys (less the dead) when it lists the lobby.
+        lease = self._lease()
+        prev = self._previous
+        record = JoinRecord(
+            node_id=self._node.node_id,
+            host=self._node.host,
+            port=self._node.port_for_round(),
+            arrival=0,
+            lease=lease,
+            labels=self._node.labels,
+            prev_round=prev.doc.round if prev else 0,
+            prev_rank=prev.rank if prev else None,
+        )
+        self._store.put(Layout.lobby(round_) + self._node.node_id, encode(record), lease=lease)
+        arrival = self._store.add(Layout.arrivals(round_), 1)
+        s = self._settings
+        delay = plan.attempt_delay(arrival, s.min_nodes, s.max_nodes, s.last_call_timeout)
+        return _Pending(round_, arrival, now, None if delay is None else now + delay)
+
+    def _placement(self, doc: RoundDoc, entry: Entry | None) -> Placement | None:
+        key = Layout.ranks(doc.round) + self._node.node_id
+        found = self._store.get(key)
+        if found is None or entry is None:
+            return None
+        record = decode_rank(found.value, key)
+        if record.token != doc.token:
+            return None
+        return Placement(doc, record.rank, entry.version)
+
+    def _try_complete(self, pending: _Pending, doc_entry: Entry | None, now: float) -> Placement | None:
+        s = self._settings
+        lobby_key = Layout.lobby(pending.round)
+        lobby = [read_lobby_entry(e) for e in self._store.list(lobby_key)]
+        last_call_due = now >= pending.joined_at + s.last_call_timeout
+        members = plan.plan_round(lobby, s.min_nodes, s.max_nodes, last_call_due=last_call_due)
+        if members is None:
+            pending.attempt_at = None if last_call_due else pending.joined_at + s.last_call_timeout
+            return None
+        token = uuid.uuid4().hex
+        claim = self._store.compare_and_set(
+            Layout.claim(pending.round), token.encode(), 0, lease=self._lease()
+        )
+        if not claim.succeeded:
+            # Another node is completing; its claim vanishes with its lease if it dies.
+            pending.attempt_at = now + s.lease_ttl
+            return None
+        ordered = assign_ranks(members, s.rank_policy, pending.round - 1)
+        try:
+            doc = self._publish(pending.round, ordered, token)
+        except StoreError:
+            # A member's lease ended while we wrote (it died): plan again without it.
+            self._store.delete(Layout.claim(pending.round))
+            pending.attempt_at = now
+            return None
+        result = self._store.compare_and_set(Layout.doc, encode(doc), doc_entry.version if doc_entry else 0)
+        if not result.succeeded or result.current is None:
+            return None  # closed meanwhile: the next step sees it
+        mine = [rank for rank, record in enumerate(ordered) if record.node_id == self._node.node_id]
+        if not mine:
+            return None  # we completed the round for others and stay a spare
+        self.leave_lobby()
+        return Placement(doc, mine[0], result.current.version)
+
+    def _publish(self, round_: int, ordered: list[JoinRecord], token: str) -> RoundDoc:
+        ranks = Layout.ranks(round_)
+        chosen = {record.node_id for record in ordered}
+        for stale in self._store.list(ranks):  # left by a claimant that died mid-way
+            if stale.key[len(ranks) :] not in chosen:
+                self._store.delete(stale.key)
+        for rank, record in enumerate(ordered):
+            self._store.put(ranks + record.node_id, encode(RankRecord(token, rank)), lease=record.lease)
+        members = MembersRecord(token, [r.node_id for r in ordered], [r.addr for r in ordered])
+        self._store.put(Layout.members(round_), encode(members))
+        s = self._settings
+        return RoundDoc(
+            round_, RoundState.COMPLETE, len(ordered), ordered[0].addr, token, s.min_nodes, s.max_nodes
+        )

@@ -1,0 +1,85 @@
+"""What a run looks like right now, read from its store (for ``rdzv status``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rdzv.core.records import decode_members, decode_rank, decode_round_doc
+from rdzv.join import read_lobby_entry
+from rdzv.layout import Layout
+from rdzv.store.base import Store
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    rank: int
+    node_id: str
+    addr: str
+    alive: bool
+    """Its rank key still exists, so its lease has not expired."""
+    since_heartbeat: float | None
+    """Seconds since its last heartbeat, by the store's clock; ``None`` if unknown."""
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_id: str
+    round: int
+    state: str
+    """``joining`` (no round yet), ``complete`` or ``closed``."""
+    world_size: int = 0
+    coordinator: str = ""
+    min_nodes: int = 0
+    max_nodes: int = 0
+    members: list[MemberStatus] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    """Nodes the running round should make room for (re-joining members, or below max)."""
+    spares: list[str] = field(default_factory=list)
+    """Nodes queued while the round is full."""
+    revision: int = 0
+
+
+def read_status(store: Store, run_id: str) -> RunStatus:
+    """Read the run's round document, members, liveness and lobby (O(members) bytes)."""
+    run = store.scoped(Layout(run_id).prefix)
+    entry = run.get(Layout.doc)
+    doc = decode_round_doc(entry.value, Layout.doc) if entry else None
+    round_ = doc.round if doc else 0
+    lobby = run.list(Layout.lobby(round_ + 1))
+    records = [read_lobby_entry(e) for e in lobby]
+    full = doc is not None and doc.world_size >= doc.max_nodes > 0
+    waiting = [r.node_id for r in records if not full or r.prev_round == round_]
+    spares = [r.node_id for r in records if full and r.prev_round != round_]
+    if doc is None:
+        return RunStatus(run_id, 0, "joining", waiting=waiting, revision=lobby.revision)
+    return RunStatus(
+        run_id=run_id,
+        round=round_,
+        state=doc.state.value,
+        world_size=doc.world_size,
+        coordinator=doc.coordinator,
+        min_nodes=doc.min_nodes,
+        max_nodes=doc.max_nodes,
+        members=_members(run, round_, doc.token),
+        waiting=waiting,
+        spares=spares,
+        revision=lobby.revision,
+    )
+
+
+def _members(run: Store, round_: int, token: str) -> list[MemberStatus]:
+    entry = run.get(Layout.members(round_))
+    if entry is None:
+        return []
+    record = decode_members(entry.value, Layout.members(round_))
+    ranks_prefix = Layout.ranks(round_)
+    live = {}
+    for rank_entry in run.list(ranks_prefix):
+        if decode_rank(rank_entry.value, rank_entry.key).token == token:
+            live[rank_entry.key[len(ranks_prefix) :]] = rank_entry.lease
+    result = []
+    for position, (node, addr) in enumerate(zip(record.members, record.addrs, strict=True)):
+        lease = live.get(node)
+        info = run.lease_info(lease) if lease is not None else None
+        result.append(MemberStatus(position, node, addr, node in live, info.since_refresh if info else None))
+    return result
