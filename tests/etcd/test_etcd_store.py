@@ -61,7 +61,12 @@ def test_short_lease_ttl_is_rounded_up_to_a_whole_second(etcd: EtcdCluster) -> N
         lease = store.grant(0.01)
         store.put("l", b"x", lease=lease)
         assert store.refresh(lease) is True
+        info = store.lease_info(lease)
+        assert info is not None
+        assert info.ttl >= 1
+        assert 0 < info.remaining <= info.ttl
         store.revoke(lease)
+        assert store.lease_info(lease) is None
         assert store.get("l") is None
         store.revoke(lease)  # revoking twice is harmless
 

@@ -18,7 +18,7 @@ import math
 from typing import Any
 
 from rdzv.errors import ConfigurationError, StoreCorruptedError
-from rdzv.store.base import Capabilities, CasResult, Entry, Listing, Store
+from rdzv.store.base import Capabilities, CasResult, Entry, LeaseInfo, Listing, Store
 from rdzv.store.etcd.codec import b64, entry_of, integer, prefix_end
 from rdzv.store.etcd.config import EtcdConfig, parse_url
 from rdzv.store.etcd.gateway import NOT_FOUND, EtcdServerError, Gateway, Json
@@ -118,6 +118,12 @@ class EtcdStore(Store):
         data = self._call("/v3/lease/keepalive", {"ID": str(lease)}, None)
         # An expired or unknown lease is answered with 200 and no TTL.
         return integer(data.get("result", data), "TTL") > 0
+
+    def lease_info(self, lease: int) -> LeaseInfo | None:
+        data = self._call("/v3/lease/timetolive", {"ID": str(lease)}, None)
+        remaining, granted = integer(data, "TTL"), integer(data, "grantedTTL")
+        # Whole seconds, by the leader's clock; an expired or unknown lease has TTL -1.
+        return LeaseInfo(float(granted), float(remaining)) if remaining >= 0 and granted > 0 else None
 
     def revoke(self, lease: int) -> None:
         try:
