@@ -2,7 +2,7 @@
 
 ::
 
-    with EtcdCluster(3) as cluster:
+    with EtcdCluster(3) as cluster:          # EtcdCluster(1, tls=True): TLS + client certs
         store = open_store(cluster.url("job"))
         cluster.kill(cluster.leader())        # SIGKILL
         cluster.restart(0)                    # same data dir and ports
@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from urllib.parse import urlencode
 import httpx
 
 from rdzv.testing.net import free_port
+from rdzv.testing.tls import TlsFiles, make_tls_files
 
 __all__ = ["EtcdCluster", "EtcdMember", "find_etcd"]
 
@@ -68,10 +70,11 @@ class EtcdMember:
     data_dir: Path
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    scheme: str = "http"
 
     @property
     def client_url(self) -> str:
-        return f"http://{HOST}:{self.client_port}"
+        return f"{self.scheme}://{HOST}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -100,15 +103,24 @@ class EtcdCluster:
     heartbeat_ms: int = 100
     election_ms: int = 1000
     start_timeout: float = 30.0
+    tls: bool = False
+    """Serve clients over TLS and require client certificates (see ``tls_files``)."""
     members: list[EtcdMember] = field(default_factory=list)
+    tls_files: TlsFiles | None = None
 
     def __post_init__(self) -> None:
         self.binary = self.binary or find_etcd()
         self._root = Path(tempfile.mkdtemp(prefix="rdzv-etcd-"))
         self._token = f"rdzv-{uuid.uuid4().hex[:12]}"
-        self._http = httpx.Client(trust_env=False, timeout=2.0)
+        verify: ssl.SSLContext | bool = True
+        if self.tls:
+            self.tls_files = make_tls_files(self._root / "tls")
+            verify = ssl.create_default_context(cafile=self.tls_files.ca)
+            verify.load_cert_chain(self.tls_files.client_cert, self.tls_files.client_key)
+        self._http = httpx.Client(trust_env=False, timeout=2.0, verify=verify)
+        scheme = "https" if self.tls else "http"
         self.members = [
-            EtcdMember(f"m{i}", free_port(HOST), free_port(HOST), self._root / f"m{i}")
+            EtcdMember(f"m{i}", free_port(HOST), free_port(HOST), self._root / f"m{i}", scheme=scheme)
             for i in range(self.size)
         ]
 
@@ -166,7 +178,15 @@ class EtcdCluster:
     def url(self, prefix: str = "", indexes: Sequence[int] | None = None, **options: str | float) -> str:
         """An ``etcd://`` URL naming the given members (all by default)."""
         query = f"?{urlencode(options)}" if options else ""
-        return f"etcd://{self.endpoints(indexes)}/{prefix.strip('/')}{query}"
+        scheme = "etcd+https" if self.tls else "etcd"
+        return f"{scheme}://{self.endpoints(indexes)}/{prefix.strip('/')}{query}"
+
+    def client_tls_options(self) -> dict[str, str]:
+        """``ca``, ``cert`` and ``key`` URL options for a client of a TLS cluster."""
+        if self.tls_files is None:
+            return {}
+        files = self.tls_files
+        return {"ca": str(files.ca), "cert": str(files.client_cert), "key": str(files.client_key)}
 
     # -- observation ----------------------------------------------------------
 
@@ -261,6 +281,14 @@ class EtcdCluster:
             "--log-level=warn",
             "--unsafe-no-fsync",
         ]
+        if self.tls_files is not None:
+            files = self.tls_files
+            args += [
+                f"--cert-file={files.server_cert}",
+                f"--key-file={files.server_key}",
+                f"--trusted-ca-file={files.ca}",
+                "--client-cert-auth",
+            ]
         with open(member.data_dir.with_suffix(".log"), "ab") as log:
             member.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         member.starts += 1

@@ -7,7 +7,8 @@ deadline, authenticates, and translates foreign failures:
 * no endpoint could be connected to until the deadline -> ``StoreUnavailableError``
 * an endpoint answered 503/504 (no leader, lost quorum, request timed out) or an
   attempt timed out, and the deadline passed -> ``StoreTimeoutError``
-* wrong credentials, invalid token, missing permission -> ``AuthenticationError``
+* wrong credentials, invalid token, missing permission, failed TLS handshake
+  -> ``AuthenticationError``
 * any other gRPC error status -> :class:`EtcdServerError` (a ``StoreError``)
 """
 
@@ -209,7 +210,16 @@ class Gateway:
         )
 
     def note_failure(self, endpoint: str, exc: BaseException, failures: Failures) -> None:
-        """Record a failed attempt on ``endpoint`` and prefer the next endpoint."""
+        """Record a failed attempt on ``endpoint`` and prefer the next endpoint.
+
+        A failed TLS handshake (untrusted server, client certificate refused) is
+        not retried: it raises ``AuthenticationError`` at once.
+        """
+        tls_error = _tls_failure(exc)
+        if tls_error is not None:
+            raise AuthenticationError(
+                f"etcd {self.url}: TLS with {endpoint} failed: {tls_error}", url=self.url
+            ) from exc
         connect = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
         timed_out = isinstance(exc, httpx.TimeoutException) and not connect
         failures.add(endpoint, exc, timed_out=timed_out, sent=not connect)
@@ -282,6 +292,18 @@ def _decode(response: httpx.Response, url: str) -> Json:
     if not isinstance(data, dict):
         raise StoreError(f"etcd {url} sent unexpected JSON: {str(data)[:200]}", url=url)
     return data
+
+
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The ``ssl.SSLError`` behind an httpx error, if any."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _code_of_status(status: int) -> int:
