@@ -42,6 +42,7 @@ _RETRYABLE_CODES = {UNAVAILABLE, DEADLINE_EXCEEDED}
 _AUTH_MESSAGES = ("user name is empty", "authentication failed", "invalid auth token", "permission denied")
 _CONNECT_TIMEOUT = 2.0
 _MIN_ATTEMPT = 1.0
+_ATTEMPTS = 5  # one attempt may use 1/5 of the timeout (at least _MIN_ATTEMPT) before failing over
 
 
 class EtcdServerError(StoreError):
@@ -189,13 +190,15 @@ class Gateway:
     def attempt_timeout(self, deadline: float, *, whole: bool = False) -> httpx.Timeout:
         """One attempt may use part of the time left, so that another endpoint gets a turn."""
         left = max(deadline - time.monotonic(), 0.001)
-        attempt = left if whole else min(left, max(_MIN_ATTEMPT, self.config.timeout / 3))
+        attempt = left if whole else min(left, max(_MIN_ATTEMPT, self.config.timeout / _ATTEMPTS))
         return httpx.Timeout(attempt, connect=min(attempt, _CONNECT_TIMEOUT))
 
     def headers(self, deadline: float) -> dict[str, str]:
-        if not self.config.user:
-            return {}
-        return {"Authorization": self._ensure_token(deadline)}
+        # Ask the member to refuse at once (503) rather than queue while it has no leader.
+        headers = {"Grpc-Metadata-Hasleader": "true"}
+        if self.config.user:
+            headers["Authorization"] = self._ensure_token(deadline)
+        return headers
 
     def stream(
         self, endpoint: str, path: str, body: Json, deadline: float
