@@ -131,6 +131,8 @@ class Gateway:
             body = response.json()
         except ValueError:
             body = {}
+        if not isinstance(body, dict):
+            body = {}
         if isinstance(body.get("error"), dict):  # errors inside a stream
             body = body["error"]
         message = str(body.get("message") or body.get("error") or response.text or response.reason_phrase)
