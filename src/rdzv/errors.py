@@ -5,7 +5,7 @@
     RdzvError
     ├── ConfigurationError (also ValueError)        bad URL, option, setting
     │   ├── UnknownBackendError (also LookupError)  lists the schemes that exist
-    │   └── PluginError                             a store plugin that cannot be used
+    │   └── PluginError                             a store backend that cannot be loaded or used
     ├── StoreError                                  raised by stores, translated at their edge
     │   ├── StoreUnavailableError (also ConnectionError)
     │   ├── StoreTimeoutError (also TimeoutError)
@@ -57,7 +57,12 @@ class UnknownBackendError(ConfigurationError, LookupError):
 
 
 class PluginError(ConfigurationError):
-    """A store plugin registered through an entry point cannot be loaded or used."""
+    """A store backend cannot be loaded or used: a plugin from an entry point, or a built-in.
+
+    ``distribution`` names the package providing it (``"rdzv"`` for a built-in,
+    ``None`` when unknown or when several packages claim ``scheme``); the cause
+    is chained.
+    """
 
     def __init__(self, message: str, *, scheme: str, distribution: str | None) -> None:
         self.scheme = scheme

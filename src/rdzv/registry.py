@@ -18,6 +18,8 @@ so ``rdzv backends`` can list the rendezvous handlers that torchrun will see.
 from __future__ import annotations
 
 import importlib
+import inspect
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ StoreFactory = Callable[..., Store]
 STORE_GROUP = "rdzv.stores"
 TORCHRUN_GROUP = "torchrun.handlers"
 BUILT_IN = "built in"
+REGISTERED = "registered"
 
 
 @dataclass(frozen=True)
@@ -87,25 +90,45 @@ _BUILT_INS: dict[str, str] = {
     "etcd+https": "rdzv.store.etcd:EtcdStore.from_url",
 }
 
-_registered: dict[str, _Backend] = {}
+# Built-in scheme -> (extra, top-level modules that extra installs). Only a missing
+# one of these earns the "pip install 'rdzv[EXTRA]'" hint.
+_EXTRAS: dict[str, tuple[str, frozenset[str]]] = {
+    "etcd": ("etcd", frozenset({"httpx"})),
+    "etcd+https": ("etcd", frozenset({"httpx"})),
+}
+
+# RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ); compared in lower case.
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*\Z")
+
+# Backends added with register(), and the built-ins and entry points resolved so far.
+_resolved: dict[str, _Backend] = {}
 _lock = threading.Lock()
 
 
 def register(scheme: str, factory: StoreFactory, *, capabilities: Capabilities | None = None) -> None:
-    """Register ``factory`` for ``scheme`` in this process, replacing any earlier one."""
-    if not scheme or not scheme.replace("+", "").replace("-", "").isalnum():
-        raise ConfigurationError(f"invalid scheme {scheme!r}: use letters, digits, '+' and '-'")
+    """Register ``factory`` for ``scheme`` in this process.
+
+    It takes precedence over a built-in or entry-point backend of the same scheme
+    and replaces an earlier ``register``. Schemes are case-insensitive.
+    """
+    scheme = _check_scheme(scheme)
     if not callable(factory):
         raise ConfigurationError(f"factory for {scheme!r} is not callable: {factory!r}")
     caps = capabilities or _capabilities_of(factory)
     with _lock:
-        _registered[scheme] = _Backend(scheme, "registered", _qualname(factory), factory, caps)
+        _resolved[scheme] = _Backend(scheme, REGISTERED, _qualname(factory), factory, caps)
 
 
 def unregister(scheme: str) -> None:
-    """Remove a backend added with ``register``."""
+    """Remove a backend added with ``register``; a built-in or plugin of that scheme reappears.
+
+    A scheme that was not registered in this process is left alone.
+    """
+    scheme = scheme.lower()
     with _lock:
-        _registered.pop(scheme, None)
+        backend = _resolved.get(scheme)
+        if backend is not None and backend.origin == REGISTERED:
+            del _resolved[scheme]
 
 
 def open_store(url: str, **options: Any) -> Store:
@@ -119,22 +142,13 @@ def open_store(url: str, **options: Any) -> Store:
     factory = _load(backend)
     query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
     merged = {**query, **{k: v for k, v in options.items() if v is not None}}
-    try:
-        store = factory(url, **merged)
-    except TypeError as exc:
-        if backend.origin == BUILT_IN:
-            raise
-        raise PluginError(
-            f"store plugin {scheme!r} from {backend.origin} failed: {exc}",
-            scheme=scheme,
-            distribution=backend.distribution,
-        ) from exc
+    _check_call(backend, factory, url, merged)
+    store = factory(url, **merged)
     if not isinstance(store, Store):
-        raise PluginError(
-            f"store plugin {scheme!r} ({backend.target}) from {backend.origin} returned "
-            f"{type(store).__qualname__}, which is not an rdzv.store.Store",
-            scheme=scheme,
-            distribution=backend.distribution,
+        raise _plugin_error(
+            backend,
+            f"returned {_short_repr(store)} (a {type(store).__module__}.{type(store).__qualname__}), "
+            "which is not an rdzv.store.Store",
         )
     return store
 
@@ -155,7 +169,7 @@ def available() -> list[BackendInfo]:
         try:
             _load(backend)
         except ConfigurationError as exc:
-            result.append(BackendInfo(scheme, backend.origin, backend.target, None, _describe(exc)))
+            result.append(BackendInfo(scheme, backend.origin, backend.target, None, str(exc)))
             continue
         result.append(BackendInfo(scheme, backend.origin, backend.target, backend.capabilities))
     return result
@@ -180,26 +194,35 @@ def torchrun_handlers() -> list[HandlerInfo]:
 # -- internals ---------------------------------------------------------------
 
 
+def _check_scheme(scheme: str) -> str:
+    lowered = scheme.lower()
+    if not _SCHEME.match(lowered):
+        raise ConfigurationError(
+            f"invalid scheme {scheme!r}: a letter, then letters, digits, '+', '-' or '.'"
+        )
+    return lowered
+
+
 def _scheme_of(url: str) -> str:
     if "://" not in url:
         raise ConfigurationError(
             f"store URL {url!r} has no scheme; expected SCHEME://..., "
             f"with SCHEME one of {', '.join(sorted(_all_schemes()))}"
         )
-    return url.split("://", 1)[0].lower()
+    return _check_scheme(url.split("://", 1)[0])
 
 
 def _all_schemes() -> set[str]:
-    names = set(_BUILT_INS) | set(_registered)
-    names |= {ep.name for ep in metadata.entry_points(group=STORE_GROUP)}
+    names = set(_BUILT_INS) | set(_resolved)
+    names |= {ep.name.lower() for ep in metadata.entry_points(group=STORE_GROUP)}
     return names
 
 
 def _resolve(scheme: str) -> _Backend:
     with _lock:
-        if scheme in _registered:
-            return _registered[scheme]
-    claims = [ep for ep in metadata.entry_points(group=STORE_GROUP) if ep.name == scheme]
+        if scheme in _resolved:
+            return _resolved[scheme]
+    claims = [ep for ep in metadata.entry_points(group=STORE_GROUP) if ep.name.lower() == scheme]
     origins = [_origin(ep) for ep in claims]
     if scheme in _BUILT_INS:
         origins.insert(0, f"rdzv ({BUILT_IN})")
@@ -219,38 +242,30 @@ def _resolve(scheme: str) -> _Backend:
     else:
         raise UnknownBackendError(scheme, list(_all_schemes()))
     with _lock:
-        return _registered.setdefault(scheme, backend)
+        return _resolved.setdefault(scheme, backend)
 
 
 def _load(backend: _Backend) -> StoreFactory:
     if backend.factory is not None:
         return backend.factory
     module_name, _, attr = backend.target.partition(":")
-    where = f"store plugin {backend.scheme!r} ({backend.target}) from {backend.origin}"
     try:
         obj: Any = importlib.import_module(module_name)
         for part in attr.split(".") if attr else []:
             obj = getattr(obj, part)
     except ImportError as exc:
-        if backend.origin == BUILT_IN:
+        extra = _EXTRAS.get(backend.scheme) if backend.origin == BUILT_IN else None
+        if extra is not None and (exc.name or "").partition(".")[0] in extra[1]:
             raise ConfigurationError(
-                f"the {backend.scheme}:// backend needs an optional extra that is not installed "
-                f"({exc}); install it with: pip install 'rdzv[{backend.scheme.split('+')[0]}]'"
+                f"the {backend.scheme}:// backend needs the optional extra {extra[0]!r}, which is not "
+                f"installed ({type(exc).__name__}: {exc}); install it with: pip install 'rdzv[{extra[0]}]'"
             ) from exc
-        raise PluginError(
-            f"{where} failed to import: {exc}", scheme=backend.scheme, distribution=backend.distribution
-        ) from exc
+        raise _plugin_error(backend, f"failed to import: {type(exc).__name__}: {exc}") from exc
     except Exception as exc:
-        raise PluginError(
-            f"{where} failed to load: {type(exc).__name__}: {exc}",
-            scheme=backend.scheme,
-            distribution=backend.distribution,
-        ) from exc
+        raise _plugin_error(backend, f"failed to load: {type(exc).__name__}: {exc}") from exc
     if not callable(obj):
-        raise PluginError(
-            f"{where} is not callable (it is a {type(obj).__qualname__})",
-            scheme=backend.scheme,
-            distribution=backend.distribution,
+        raise _plugin_error(
+            backend, f"is not callable: it is {_short_repr(obj)} (a {type(obj).__qualname__})"
         )
     factory: StoreFactory = obj
     backend.factory = factory
@@ -269,9 +284,47 @@ def _qualname(factory: object) -> str:
     return f"{module}:{getattr(factory, '__qualname__', repr(factory))}"
 
 
-def _describe(exc: BaseException) -> str:
-    cause = exc.__cause__
-    return f"{exc}" if cause is None else f"{exc} (caused by {type(cause).__name__}: {cause})"
+def _where(backend: _Backend) -> str:
+    if backend.origin == BUILT_IN:
+        return f"built-in store backend {backend.scheme!r} ({backend.target})"
+    if backend.origin == REGISTERED:
+        return f"store backend {backend.scheme!r} ({backend.target}, registered in this process)"
+    return f"store plugin {backend.scheme!r} ({backend.target}) from {backend.origin}"
+
+
+def _plugin_error(backend: _Backend, what: str) -> PluginError:
+    distribution = "rdzv" if backend.origin == BUILT_IN else backend.distribution
+    return PluginError(f"{_where(backend)} {what}", scheme=backend.scheme, distribution=distribution)
+
+
+def _short_repr(obj: object, limit: int = 80) -> str:
+    shown = repr(obj)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def _check_call(backend: _Backend, factory: StoreFactory, url: str, options: dict[str, Any]) -> None:
+    """Raise a clear error unless ``factory(url, **options)`` matches the factory's signature.
+
+    Checked before the call, so a ``TypeError`` raised inside a factory is never
+    mistaken for a bad option.
+    """
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # no signature to check (some builtins): let the call decide
+        return
+    try:
+        signature.bind(url, **options)
+    except TypeError as exc:
+        try:
+            signature.bind(url)
+        except TypeError:
+            raise _plugin_error(backend, f"cannot be called as FACTORY(url, **options): {exc}") from exc
+        keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        accepted = [p.name for p in list(signature.parameters.values())[1:] if p.kind in keywords]
+        raise ConfigurationError(
+            f"{_where(backend)} rejected the options {', '.join(sorted(options))} given for {url!r} "
+            f"({exc}); it accepts: {', '.join(sorted(accepted)) or 'no options'}"
+        ) from exc
 
 
 def _capabilities_of(factory: object) -> Capabilities | None:
