@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,10 @@ from rdzv.registry import open_store
 from rdzv.testing.etcd import EtcdCluster
 from rdzv.testing.tls import make_tls_files
 
-pytestmark = pytest.mark.etcd
+pytestmark = [
+    pytest.mark.etcd,
+    pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command"),
+]
 
 
 @pytest.fixture(scope="module")
