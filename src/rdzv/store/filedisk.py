@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
+import msgpack
 
 from rdzv.errors import StoreCorruptedError, StoreError, StoreTimeoutError, StoreUnavailableError
 
