@@ -1,8 +1,11 @@
 """``make demo``: six local nodes rendezvous, one is killed, the rest re-form.
 
-``python -m rdzv.demo`` starts a store, six node processes (min 4, max 6),
-prints the node → rank table of the first round, SIGKILLs one node, waits
-for the survivors to form the next round, prints it again, then closes the run.
+``python -m rdzv.demo`` starts ``rdzv serve`` on a free loopback port with a
+generated token, six node processes (min 4, max 6), prints the node → rank
+table of the first round and ``rdzv status``, SIGKILLs one node, shows the
+status once it is evicted, waits for the survivors to form the next round,
+prints it again, then closes the run. ``--store file`` uses a temporary
+directory instead of the server.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,7 +26,11 @@ from typing import Any
 
 import click
 
+from rdzv.layout import Layout
+from rdzv.registry import open_store
 from rdzv.rendezvous import Change, Rendezvous
+from rdzv.status import read_status
+from rdzv.testing.servers import serve_process
 
 NODES = 6
 RUN_ID = "demo"
@@ -105,16 +113,51 @@ def file_store() -> Iterator[str]:
         yield f"file://{directory}"
 
 
+@contextmanager
+def tcp_store() -> Iterator[str]:
+    token = secrets.token_urlsafe(16)
+    with serve_process(token=token) as server:
+        where = f"{server.host}:{server.port} (pid {server.process.pid})"
+        click.echo(f"started `rdzv serve` on {where} with a generated token in RDZV_TOKEN")
+        os.environ["RDZV_TOKEN"] = token  # the nodes and `rdzv status` read it from the environment
+        yield f"tcp://{server.host}:{server.port}?is_host=0"
+
+
+def show_status(url: str) -> None:
+    click.echo(f"\n$ rdzv status {url} --run-id {RUN_ID}")
+    result = subprocess.run(
+        [sys.executable, "-m", "rdzv", "status", url, "--run-id", RUN_ID],
+        capture_output=True, text=True, timeout=ROUND_TIMEOUT, check=False,
+    )  # fmt: skip
+    click.echo((result.stdout + result.stderr).rstrip())
+
+
+def wait_until_evicted(url: str, node: str) -> None:
+    """Block (on store changes, not a sleep) until ``node``'s rank key is gone."""
+    deadline = time.monotonic() + ROUND_TIMEOUT
+    with open_store(url) as store:
+        while True:
+            current = read_status(store, RUN_ID)
+            if any(m.node_id == node and not m.alive for m in current.members) or current.round > 1:
+                return
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"{node} was not evicted in time")
+            store.wait(Layout(RUN_ID).prefix, current.revision, 1.0)
+
+
 def run_demo(url: str) -> None:
     click.echo(f"store: {url}\nstarting {NODES} nodes (min 4, max {NODES})")
     nodes = Nodes(url)
     try:
         first = nodes.next_round(NODES)
         print_round(first)
+        show_status(url)
         victim = first[2]
         click.echo(f"\nkilling {victim['node']} (rank {victim['rank']}, pid {victim['pid']}) with SIGKILL")
         nodes.procs[victim["node"]].send_signal(signal.SIGKILL)
         started = time.monotonic()
+        wait_until_evicted(url, victim["node"])
+        show_status(url)
         second = nodes.next_round(NODES - 1)
         print_round(second)
         click.echo(f"\nthe survivors re-formed in {time.monotonic() - started:.1f} s "
@@ -129,14 +172,16 @@ def run_demo(url: str) -> None:
 
 
 @click.command()
+@click.option("--store", type=click.Choice(["tcp", "file"]), default="tcp", show_default=True,
+              help="tcp: a real `rdzv serve` on loopback; file: a temporary directory.")  # fmt: skip
 @click.option("--node", "node_name", hidden=True)
 @click.option("--url", hidden=True)
-def main(node_name: str | None, url: str | None) -> None:
+def main(store: str, node_name: str | None, url: str | None) -> None:
     """Run the rdzv demo: six nodes, one killed, the rest re-form."""
     if node_name and url:
         node_main(url, node_name)
         return
-    with file_store() as store_url:
+    with tcp_store() if store == "tcp" else file_store() as store_url:
         run_demo(store_url)
 
 

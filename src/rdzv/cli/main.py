@@ -9,6 +9,7 @@ import click
 from rdzv import __version__
 from rdzv.cli.backends import backends
 from rdzv.cli.join import join
+from rdzv.cli.serve import serve
 from rdzv.cli.status import status
 from rdzv.errors import ConfigurationError, RdzvError
 
@@ -25,6 +26,7 @@ def main() -> None:
 
 
 main.add_command(backends)
+main.add_command(serve)
 main.add_command(join)
 main.add_command(status)
 

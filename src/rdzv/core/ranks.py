@@ -20,7 +20,7 @@ def natural_key(text: str) -> tuple[tuple[int, int, str], ...]:
 
 
 def _by_address(record: JoinRecord) -> tuple[object, ...]:
-    return (natural_key(record.host), record.port, natural_key(record.node_id))
+    return (natural_key(record.host), natural_key(record.node_id), record.port)
 
 
 def assign_ranks(members: Sequence[JoinRecord], policy: str, previous_round: int) -> list[JoinRecord]:
@@ -28,7 +28,7 @@ def assign_ranks(members: Sequence[JoinRecord], policy: str, previous_round: int
 
     * ``stable``: a member of ``previous_round`` keeps its rank when it is still
       below the new world size; the others fill the free ranks in address order.
-    * ``sorted``: natural sort of host, port, then node id.
+    * ``sorted``: natural sort of host, then node id (then port).
     * ``arrival``: lobby arrival order.
     """
     if policy == "arrival":

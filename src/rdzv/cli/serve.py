@@ -1,0 +1,148 @@
+"""``rdzv serve``: run the embedded TCP store server in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from pathlib import Path
+
+import click
+
+from rdzv.errors import ConfigurationError
+from rdzv.store.tcp.protocol import Limits
+
+__all__ = ["serve"]
+
+log = logging.getLogger("rdzv.serve")
+_DEFAULTS = Limits()
+
+
+def _read_token(token: str | None, token_file: Path | None) -> bytes | None:
+    if token and token_file:
+        raise click.UsageError("give --token or --token-file, not both")
+    if token_file is not None:
+        text = token_file.read_text().strip()
+        if not text:
+            raise click.UsageError(f"token file {token_file} is empty")
+        return text.encode()
+    return token.encode() if token else None
+
+
+def _raise_fd_limit(connections: int) -> None:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 64
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < wanted:
+            log.warning("open-file limit %d allows fewer than %d connections", target, connections)
+
+
+async def _run(host: str, port: int, token: bytes | None, tls: ssl.SSLContext | None, limits: Limits) -> None:
+    from rdzv.store.tcp.server import StoreServer
+
+    server = StoreServer(token=token, limits=limits)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    bound_host, bound_port = await server.start(host, port, tls=tls)
+    click.echo(f"rdzv serve: listening on {bound_host}:{bound_port}")  # after the handlers: see --help
+    log.info(
+        "serving on %s:%d (auth %s, TLS %s, max %d connections)",
+        bound_host,
+        bound_port,
+        "on" if token else "OFF",
+        "on" if tls else "off",
+        limits.max_connections,
+    )
+    await stop.wait()
+    log.info("shutting down")
+    await server.aclose()
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=29400, show_default=True, type=int, help="Port; 0 picks a free one.")
+@click.option(
+    "--token", envvar="RDZV_TOKEN", help="Shared secret clients must prove they know [env: RDZV_TOKEN]."
+)
+@click.option(
+    "--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Read the token here."
+)
+@click.option(
+    "--insecure", is_flag=True, help="Allow a non-loopback --host without a token (anyone may connect)."
+)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
+@click.option("--max-frame", default=_DEFAULTS.max_frame, show_default=True, help="Largest frame in bytes.")
+@click.option("--max-key", default=_DEFAULTS.max_key, show_default=True, help="Longest key in bytes.")
+@click.option("--max-value", default=_DEFAULTS.max_value, show_default=True, help="Largest value in bytes.")
+@click.option("--max-keys", default=_DEFAULTS.max_keys, show_default=True, help="Most keys stored.")
+@click.option("--max-connections", default=_DEFAULTS.max_connections, show_default=True, help="Most clients.")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+def serve(
+    host: str,
+    port: int,
+    token: str | None,
+    token_file: Path | None,
+    insecure: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
+    max_frame: int,
+    max_key: int,
+    max_value: int,
+    max_keys: int,
+    max_connections: int,
+    log_level: str,
+) -> None:
+    """Run the embedded rdzv store server until SIGTERM or SIGINT.
+
+    Nodes reach it as tcp://HOST:PORT?token=TOKEN. Clients prove they know the
+    token by HMAC challenge-response; the token itself never crosses the wire.
+    Listening on a non-loopback address requires a token unless --insecure.
+    With --port 0 the chosen port is printed on stdout as
+    `rdzv serve: listening on HOST:PORT`. State is kept in memory only: if the
+    server stops, clients fail with StoreUnavailableError.
+    """
+    from rdzv.store.tcp.client import server_tls
+    from rdzv.store.tcp.hosting import is_loopback
+    from rdzv.store.tcp.server import new_event_loop
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    secret = _read_token(token, token_file)
+    if secret is None and not is_loopback(host):
+        if not insecure:
+            raise click.UsageError(
+                f"refusing to listen on non-loopback {host} without a token: "
+                "give --token/--token-file/RDZV_TOKEN, or --insecure to let anyone connect"
+            )
+        log.warning(
+            "listening on %s WITHOUT authentication (--insecure): anyone who reaches it may connect", host
+        )
+    try:
+        limits = Limits(max_frame, max_key, max_value, max_keys, max_connections)
+        tls = server_tls(tls_cert, tls_key)
+    except (ValueError, ConfigurationError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    _raise_fd_limit(max_connections)
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(_run(host, port, secret, tls, limits))
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+    finally:
+        loop.close()

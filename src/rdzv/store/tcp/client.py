@@ -1,0 +1,313 @@
+"""``tcp://HOST:PORT``: the embedded TCP store, served by ``rdzv serve`` or by a node.
+
+URL options (query parameters or keyword options to ``open_store``):
+
+``token``      shared secret (default: the ``RDZV_TOKEN`` environment variable)
+``timeout``    seconds each operation may take, reconnects included (default 30)
+``is_host``    ``auto`` (default): host the server in this process when HOST is an
+               address of this machine and the port is free; ``1``: always host
+               (error if the port cannot be bound); ``0``: never host
+``tls``        ``1`` to connect with TLS; ``ca`` names the CA file to trust
+``tls_cert``, ``tls_key``  certificate and key when this process hosts with TLS
+``insecure``   ``1`` lets a hosting node listen on a non-loopback address without a token
+
+A ``TcpStore`` is thread-safe: its threads share one connection, their requests
+pipelined. Every error reaches the caller as ``StoreUnavailableError``,
+``StoreTimeoutError``, ``StoreError`` or ``AuthenticationError`` (see ``_call``).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+import time
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from rdzv.errors import ConfigurationError, StoreError, StoreTimeoutError, StoreUnavailableError
+from rdzv.store.base import Capabilities, CasResult, Entry, LeaseInfo, Listing, Store
+from rdzv.store.tcp.connection import Connection, ConnectionLostError, ServerError
+from rdzv.store.tcp.hosting import HostedServer, bind_listener, is_local_address, is_loopback
+
+__all__ = ["TcpStore"]
+
+OPTIONS = ("token", "timeout", "is_host", "tls", "ca", "tls_cert", "tls_key", "insecure")
+RECONNECT_WINDOW = 2.0
+"""After a connection is lost, how long to try to reach the same server again."""
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def _flag(name: str, value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise ConfigurationError(f"option {name}={value!r} must be 1 or 0")
+
+
+def _entry(key: str, raw: Any) -> Entry | None:
+    if raw is None:
+        return None
+    value, version, lease = raw
+    return Entry(key, value, version, lease)
+
+
+def server_tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """A server TLS context from certificate and key files, or ``None`` if neither is given."""
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise ConfigurationError("TLS needs both a certificate and a key (tls_cert and tls_key)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"cannot load TLS certificate {cert!r} / key {key!r}: {exc}") from exc
+    return context
+
+
+class TcpStore(Store):
+    """A client of the embedded store server, hosting it first when this node should."""
+
+    capabilities = Capabilities(push_wait=True, leases=True, multi_host=True)
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        is_host: str = "auto",
+        tls: bool = False,
+        ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        insecure: bool = False,
+    ) -> None:
+        if is_host not in ("auto", "1", "0"):
+            raise ConfigurationError(f"is_host must be auto, 1 or 0, got {is_host!r}")
+        if timeout <= 0:
+            raise ConfigurationError(f"timeout must be positive, got {timeout}")
+        self.url = f"tcp://{host}:{port}"
+        self.address = (host, port)
+        self.timeout = timeout
+        token = token if token is not None else os.environ.get("RDZV_TOKEN") or None
+        self._token = token.encode() if token else None
+        self._client_tls = self._client_context(ca) if tls else None
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._server_id: str | None = None
+        self._closed = False
+        self.hosted: HostedServer | None = None
+        if is_host == "1" or (is_host == "auto" and port and is_local_address(host)):
+            self._host(host, port, is_host == "1", server_tls(tls_cert, tls_key), insecure)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> TcpStore:
+        """Registry factory for ``tcp://HOST:PORT?token=...&timeout=...&is_host=...``.
+
+        Query parameters are read here too, so the factory works without the
+        registry; keyword ``options`` override them.
+        """
+        parts = urlsplit(url)
+        options = {**dict(parse_qsl(parts.query, keep_blank_values=True)), **options}
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown tcp:// option(s) {', '.join(unknown)}; valid options: {', '.join(OPTIONS)}"
+            )
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid port in store URL {url!r}") from exc
+        if not parts.hostname or port is None:
+            raise ConfigurationError(f"store URL {url!r} must be tcp://HOST:PORT")
+        try:
+            timeout = float(options.get("timeout", 30.0))
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"timeout must be a number of seconds, got {options['timeout']!r}"
+            ) from exc
+        return cls(
+            parts.hostname,
+            port,
+            token=options.get("token"),
+            timeout=timeout,
+            is_host=str(options.get("is_host", "auto")).lower(),
+            tls=_flag("tls", options.get("tls", False)),
+            ca=options.get("ca") or None,
+            tls_cert=options.get("tls_cert") or None,
+            tls_key=options.get("tls_key") or None,
+            insecure=_flag("insecure", options.get("insecure", False)),
+        )
+
+    @staticmethod
+    def _client_context(ca: str | None) -> ssl.SSLContext:
+        try:
+            return ssl.create_default_context(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"cannot load CA file {ca!r}: {exc}") from exc
+
+    def _host(self, host: str, port: int, forced: bool, tls: ssl.SSLContext | None, insecure: bool) -> None:
+        if self._token is None and not insecure and not is_loopback(host):
+            raise ConfigurationError(
+                f"refusing to host the store on non-loopback {host} without a token; "
+                "set token=/RDZV_TOKEN, or insecure=1 to accept anyone who reaches the port"
+            )
+        try:
+            sock = bind_listener(host, port)
+        except OSError as exc:
+            raise StoreUnavailableError(f"cannot listen on {host}:{port}: {exc}", url=self.url) from exc
+        if sock is None:
+            if forced:
+                raise StoreUnavailableError(f"is_host=1 but {host}:{port} is already in use", url=self.url)
+            return
+        self.hosted = HostedServer(sock, token=self._token, tls=tls)
+        if port == 0:  # is_host=1 with port 0: an ephemeral port, now known
+            self.address = (host, self.hosted.address[1])
+            self.url = f"tcp://{host}:{self.address[1]}"
+
+    # -- the one error edge -------------------------------------------------------
+
+    def _call(self, op: str, args: list[Any], *, retry: bool = True, wait: float = 0.0, key: str = "") -> Any:
+        """Send one request and return its result, translating every failure.
+
+        ``retry``: the request may be sent again after a lost connection (it is
+        idempotent). ``wait``: seconds the server may legitimately hold it (a
+        ``wait`` request, whose last argument is resent as the time still left).
+        """
+        start = time.monotonic()
+        deadline = start + self.timeout + wait
+        while True:
+            conn = self._connection(deadline)
+            if wait:
+                args[-1] = max(start + wait - time.monotonic(), 0.0)
+            try:
+                req_id, pending = conn.send(op, args)
+            except ConnectionLostError:
+                continue  # never sent: safe to retry on a new connection
+            if not pending.event.wait(max(deadline - time.monotonic(), 0)):
+                conn.abandon(req_id)
+                raise StoreTimeoutError(f"{op} got no reply from {self.url} in time", url=self.url, key=key)
+            error = pending.error
+            if error is None:
+                return pending.result
+            if isinstance(error, ServerError):
+                raise StoreError(f"{op} refused by {self.url}: {error}", url=self.url, key=key) from error
+            if not retry or (isinstance(error, ConnectionLostError) and error.final):
+                maybe = "" if retry else " (the request was sent: it may have been applied)"
+                raise StoreUnavailableError(
+                    f"{op} on {self.url} failed{maybe}: {error}", url=self.url, key=key
+                ) from error
+
+    def _connection(self, deadline: float) -> Connection:
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailableError(f"the store {self.url} is closed", url=self.url)
+            conn = self._conn
+            if conn is not None and conn.lost is None:
+                return conn
+            if conn is not None:
+                conn.close()
+                self._conn = None
+                if conn.lost is not None and conn.lost.final:
+                    raise StoreUnavailableError(f"{self.url}: {conn.lost}", url=self.url) from conn.lost
+                deadline = min(deadline, time.monotonic() + RECONNECT_WINDOW)
+            self._conn = self._connect(deadline)
+            return self._conn
+
+    def _connect(self, deadline: float) -> Connection:
+        delay = 0.02
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                conn = Connection(
+                    self.address,
+                    token=self._token,
+                    tls=self._client_tls,
+                    timeout=max(remaining, 0.1),
+                    url=self.url,
+                )
+            except ssl.SSLError as exc:
+                raise StoreUnavailableError(f"TLS with {self.url} failed: {exc}", url=self.url) from exc
+            except (OSError, ConnectionLostError) as exc:
+                if time.monotonic() + delay >= deadline:
+                    raise StoreUnavailableError(
+                        f"cannot reach the store at {self.url}: {exc}", url=self.url
+                    ) from exc
+                time.sleep(delay)  # backoff between connection attempts, not synchronisation
+                delay = min(delay * 2, 0.5)
+                continue
+            if self._server_id is not None and conn.server_id != self._server_id:
+                conn.close()
+                raise StoreUnavailableError(
+                    f"the store server at {self.url} was restarted and its state is lost", url=self.url
+                )
+            self._server_id = conn.server_id
+            return conn
+
+    # -- Store ----------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        return _entry(key, self._call("get", [key], key=key))
+
+    def put(self, key: str, value: bytes, *, lease: int | None = None) -> int:
+        version: int = self._call("put", [key, bytes(value), lease], key=key)
+        return version
+
+    def compare_and_set(
+        self, key: str, value: bytes, expected_version: int, *, lease: int | None = None
+    ) -> CasResult:
+        ok, current = self._call("cas", [key, bytes(value), expected_version, lease], retry=False, key=key)
+        return CasResult(bool(ok), _entry(key, current))
+
+    def add(self, key: str, delta: int) -> int:
+        total: int = self._call("add", [key, delta], retry=False, key=key)
+        return total
+
+    def delete(self, key: str) -> bool:
+        return bool(self._call("delete", [key], retry=False, key=key))
+
+    def list(self, prefix: str) -> Listing:
+        raw, revision = self._call("list", [prefix], key=prefix)
+        return Listing(tuple(Entry(k, v, ver, lease) for k, v, ver, lease in raw), revision)
+
+    def wait(self, prefix: str, since: int, timeout: float) -> int | None:
+        revision: int | None = self._call(
+            "wait", [prefix, since, max(timeout, 0.0)], wait=timeout, key=prefix
+        )
+        return revision
+
+    def grant(self, ttl: float) -> int:
+        if ttl <= 0:
+            raise ConfigurationError(f"lease ttl must be positive, got {ttl}")
+        lease: int = self._call("grant", [float(ttl)], retry=False)
+        return lease
+
+    def refresh(self, lease: int) -> bool:
+        return bool(self._call("refresh", [lease]))
+
+    def revoke(self, lease: int) -> None:
+        self._call("revoke", [lease])
+
+    def lease_info(self, lease: int) -> LeaseInfo | None:
+        raw = self._call("lease_info", [lease])
+        return None if raw is None else LeaseInfo(float(raw[0]), float(raw[1]))
+
+    def server_stats(self) -> dict[str, Any]:
+        """Connections, keys, leases, waiters, ops total and ops/s of the server."""
+        stats: dict[str, Any] = self._call("stats", [])
+        return stats
+
+    def close(self) -> None:
+        """Close the connection; a hosting store also stops its server. Idempotent."""
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        if self.hosted is not None:
+            self.hosted.close()
+            self.hosted = None

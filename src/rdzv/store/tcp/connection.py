@@ -1,0 +1,217 @@
+"""The client's side of one connection: handshake, then multiplexed requests.
+
+Any thread may send a request (under a send lock); one reader thread receives
+every reply and hands it to the waiting caller by request id, so requests from
+many threads are pipelined on one socket and a blocked ``wait`` holds up no one.
+Errors here are internal (:class:`ConnectionLostError`); ``TcpStore`` translates them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import ssl
+import threading
+from typing import Any
+
+from rdzv.errors import AuthenticationError
+from rdzv.store.tcp import protocol as p
+
+__all__ = ["Connection", "ConnectionLostError", "Pending", "ServerError"]
+
+log = logging.getLogger("rdzv.store.tcp.client")
+
+MAX_REPLY_FRAME = 64 * 1024 * 1024
+
+
+class ConnectionLostError(Exception):
+    """The connection failed; ``final`` when the server said it is shutting down."""
+
+    def __init__(self, message: str, *, final: bool = False) -> None:
+        self.final = final
+        super().__init__(message)
+
+
+class ServerError(Exception):
+    """The server refused one request (the connection stays usable)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+class Pending:
+    """A sent request; ``wait`` for its reply."""
+
+    __slots__ = ("error", "event", "result")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.result: Any = None
+        self.error: Exception | None = None
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise ConnectionLostError("the server closed the connection")
+        chunks += chunk
+    return bytes(chunks)
+
+
+def _read_frame(sock: socket.socket, limit: int) -> Any:
+    (size,) = p.HEADER.unpack(_recv_exact(sock, 4))
+    if size > limit:
+        raise ConnectionLostError(f"the server sent a frame of {size} bytes (limit {limit})")
+    try:
+        return p.decode(_recv_exact(sock, size))
+    except p.ProtocolError as exc:
+        raise ConnectionLostError(f"the server sent an undecodable frame: {exc}") from exc
+
+
+def _error_frame(message: Any) -> tuple[str, str] | None:
+    if isinstance(message, list) and len(message) == 3 and message[0] == 0 and message[1] == p.ERROR:
+        detail = message[2] if isinstance(message[2], dict) else {}
+        return str(detail.get("kind", "?")), str(detail.get("message", "connection refused"))
+    return None
+
+
+class Connection:
+    """An authenticated socket plus the reader thread that dispatches replies."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        token: bytes | None,
+        tls: ssl.SSLContext | None,
+        timeout: float,
+        url: str,
+    ) -> None:
+        self.url = url
+        self._pending: dict[int, Pending] = {}
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.lost: ConnectionLostError | None = None
+        raw = socket.create_connection(address, timeout=timeout)
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock: socket.socket = tls.wrap_socket(raw, server_hostname=address[0]) if tls else raw
+            self.server_id = self._handshake(token)
+            self.sock.settimeout(None)
+        except BaseException:
+            raw.close()
+            raise
+        self._reader = threading.Thread(target=self._read_loop, name=f"rdzv-tcp-reader {url}", daemon=True)
+        self._reader.start()
+
+    def _handshake(self, token: bytes | None) -> str:
+        hello = _read_frame(self.sock, p.HANDSHAKE_FRAME_MAX)
+        refused = _error_frame(hello)
+        if refused is not None:
+            raise ConnectionLostError(f"the server refused the connection: {refused[1]}")
+        if not isinstance(hello, dict) or hello.get("rdzv") != p.VERSION:
+            raise ConnectionLostError(f"{self.url} does not speak the rdzv store protocol v{p.VERSION}")
+        nonce, cnonce = hello.get("nonce", b""), os.urandom(32)
+        if hello.get("auth") and token is None:
+            raise AuthenticationError(
+                f"the store at {self.url} requires a token: pass ?token=... or set RDZV_TOKEN", url=self.url
+            )
+        mac = p.client_mac(token, nonce, cnonce) if token is not None and hello.get("auth") else None
+        self.sock.sendall(p.encode({"mac": mac, "cnonce": cnonce}))
+        reply = _read_frame(self.sock, p.HANDSHAKE_FRAME_MAX)
+        refused = _error_frame(reply)
+        if refused is not None and refused[0] == p.KIND_AUTH:
+            raise AuthenticationError(
+                f"the store at {self.url} rejected our token ({refused[1]}); check --token/RDZV_TOKEN",
+                url=self.url,
+            )
+        if refused is not None or not isinstance(reply, dict) or not reply.get("ok"):
+            raise ConnectionLostError(f"handshake failed: {refused[1] if refused else reply!r}")
+        if mac is not None and reply.get("mac") != p.server_mac(token or b"", nonce, cnonce):
+            raise AuthenticationError(f"the server at {self.url} could not prove it knows the token")
+        return str(hello.get("server_id", ""))
+
+    # -- requests -------------------------------------------------------------
+
+    def send(self, op: str, args: list[Any]) -> tuple[int, Pending]:
+        """Send one request; raise ``ConnectionLostError`` if it could not be sent."""
+        pending = Pending()
+        with self._lock:
+            if self.lost is not None:
+                raise self.lost
+            req_id = next(self._ids)
+            self._pending[req_id] = pending
+        frame = p.encode([req_id, op, args])
+        try:
+            with self._send_lock:
+                self.sock.sendall(frame)
+        except OSError as exc:
+            self.abandon(req_id)
+            self._fail(ConnectionLostError(f"sending to the server failed: {exc}"))
+            raise ConnectionLostError(f"sending to the server failed: {exc}") from exc
+        return req_id, pending
+
+    def abandon(self, req_id: int) -> None:
+        """Forget a request whose caller stopped waiting (its late reply is dropped)."""
+        with self._lock:
+            self._pending.pop(req_id, None)
+
+    # -- reader thread ---------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        try:
+            while True:
+                message = _read_frame(self.sock, MAX_REPLY_FRAME)
+                if not self._dispatch(message):
+                    return
+        except ConnectionLostError as exc:
+            self._fail(exc)
+        except (OSError, ValueError) as exc:
+            self._fail(ConnectionLostError(f"connection to the server failed: {exc}"))
+
+    def _dispatch(self, message: Any) -> bool:
+        refused = _error_frame(message)
+        if refused is not None:
+            kind, text = refused
+            self._fail(
+                ConnectionLostError(f"the server closed the connection: {text}", final=kind == "shutdown")
+            )
+            return False
+        if not (isinstance(message, list) and len(message) == 3 and isinstance(message[0], int)):
+            raise ConnectionLostError(f"the server sent a malformed reply: {message!r:.100}")
+        req_id, status, result = message
+        with self._lock:
+            pending = self._pending.pop(req_id, None)
+        if pending is None:
+            return True
+        if status == p.OK:
+            pending.result = result
+        else:
+            detail = result if isinstance(result, dict) else {}
+            pending.error = ServerError(str(detail.get("kind")), str(detail.get("message")))
+        pending.event.set()
+        return True
+
+    def _fail(self, error: ConnectionLostError) -> None:
+        with self._lock:
+            if self.lost is None:
+                self.lost = error
+            waiting, self._pending = self._pending, {}
+        for pending in waiting.values():
+            pending.error = self.lost
+            pending.event.set()
+
+    def close(self) -> None:
+        self._fail(ConnectionLostError("the store was closed", final=True))
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        if threading.current_thread() is not self._reader:
+            self._reader.join(5)
+        self.sock.close()

@@ -1,0 +1,324 @@
+"""The embedded store server: asyncio over one :class:`~rdzv.store.keyspace.KeySpace`.
+
+All state lives in the event loop's thread, so no locks are needed. Leases
+expire by this server's monotonic clock, on a timer set for the next deadline;
+a blocked ``wait`` is a registered :class:`~rdzv.store.tcp.waiters.Waiter`
+answered when a matching key changes (no traffic while it waits).
+Run it with ``rdzv serve`` or inside a node (``rdzv.store.tcp.hosting``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rdzv.store.base import Entry
+from rdzv.store.keyspace import KeySpace, LeaseNotFoundError
+from rdzv.store.tcp import protocol as p
+from rdzv.store.tcp.session import DEFERRED, RequestRejectedError, Session
+from rdzv.store.tcp.waiters import Waiter, WaiterIndex
+
+__all__ = ["StoreServer", "new_event_loop"]
+
+log = logging.getLogger("rdzv.store.tcp.server")
+
+MAX_WAIT = 7 * 24 * 3600.0
+Handler = Callable[[Session, int, list[Any]], Any]
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop loop when uvloop is importable, a plain asyncio loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def _entry(entry: Entry | None) -> list[Any] | None:
+    return None if entry is None else [entry.value, entry.version, entry.lease]
+
+
+def _arg(args: list[Any], i: int, kind: type | tuple[type, ...], name: str) -> Any:
+    if len(args) <= i or not isinstance(args[i], kind) or (isinstance(args[i], bool) and kind is int):
+        raise p.ProtocolError(f"argument {i} ({name}) is missing or of the wrong type")
+    return args[i]
+
+
+class StoreServer:
+    """Keys, leases and waiters, served to many :class:`Session` connections."""
+
+    def __init__(
+        self,
+        *,
+        token: bytes | None,
+        limits: p.Limits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.token = token
+        self.limits = limits or p.Limits()
+        self.server_id = os.urandom(8).hex()
+        self.keys = KeySpace()
+        self.waiters = WaiterIndex()
+        self.sessions: set[Session] = set()
+        self._clock = clock
+        self._server: asyncio.AbstractServer | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._expiry_at = 0.0
+        self.ops_total = 0
+        self._window = (clock(), 0)
+        self._rate = 0.0
+        self._handlers: dict[str, Handler] = {
+            "get": self._get,
+            "put": self._put,
+            "cas": self._cas,
+            "add": self._add,
+            "delete": self._delete,
+            "list": self._list,
+            "wait": self._wait,
+            "grant": self._grant,
+            "refresh": self._refresh,
+            "revoke": self._revoke,
+            "lease_info": self._lease_info,
+            "stats": lambda s, i, a: self.stats(),
+            "ping": lambda s, i, a: None,
+        }
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        sock: socket.socket | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> tuple[str, int]:
+        """Listen (on ``sock`` if given, else ``host:port``); return the bound address."""
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            self._server = await loop.create_server(lambda: Session(self), sock=sock, ssl=tls, backlog=4096)
+        else:
+            self._server = await loop.create_server(
+                lambda: Session(self), host, port, ssl=tls, backlog=4096, reuse_address=True
+            )
+        address = self._server.sockets[0].getsockname()
+        return str(address[0]), int(address[1])
+
+    async def aclose(self) -> None:
+        """Stop listening, tell every client we are shutting down, close everything."""
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.sessions):
+            session.fail(p.KIND_SHUTDOWN, "the store server is shutting down")
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def admit(self, session: Session) -> bool:
+        if len(self.sessions) >= self.limits.max_connections:
+            return False
+        self.sessions.add(session)
+        return True
+
+    def forget(self, session: Session) -> None:
+        self.sessions.discard(session)
+        for waiter in session.waiters:
+            self.waiters.remove(waiter)
+            waiter.done = True
+        session.waiters.clear()
+
+    # -- dispatch -------------------------------------------------------------
+
+    def dispatch(self, session: Session, req_id: int, op: str, args: list[Any]) -> Any:
+        handler = self._handlers.get(op)
+        if handler is None:
+            raise p.ProtocolError(f"unknown operation {op!r}")
+        self._count_op()
+        self._expire()
+        return handler(session, req_id, args)
+
+    def _count_op(self) -> None:
+        self.ops_total += 1
+        start, count = self._window
+        now = self._clock()
+        if now - start >= 1.0:
+            self._rate = (self.ops_total - count) / (now - start)
+            self._window = (now, self.ops_total)
+
+    def stats(self) -> dict[str, Any]:
+        start, count = self._window
+        elapsed = self._clock() - start
+        rate = self._rate if elapsed < 2.0 else (self.ops_total - count) / elapsed
+        return {
+            "server_id": self.server_id,
+            "connections": len(self.sessions),
+            "keys": len(self.keys),
+            "leases": self.keys.lease_count,
+            "waiters": len(self.waiters),
+            "revision": self.keys.revision,
+            "ops_total": self.ops_total,
+            "ops_per_second": round(rate, 1),
+        }
+
+    # -- key operations ----------------------------------------------------------
+
+    def _key(self, args: list[Any], i: int = 0) -> str:
+        key: str = _arg(args, i, str, "key")
+        if len(key.encode()) > self.limits.max_key:
+            raise RequestRejectedError(
+                p.KIND_LIMIT, f"key of {len(key.encode())} bytes exceeds {self.limits.max_key}"
+            )
+        return key
+
+    def _value(self, args: list[Any], i: int) -> bytes:
+        value: bytes = _arg(args, i, bytes, "value")
+        if len(value) > self.limits.max_value:
+            raise RequestRejectedError(
+                p.KIND_LIMIT, f"value of {len(value)} bytes exceeds {self.limits.max_value}"
+            )
+        return value
+
+    def _lease(self, args: list[Any], i: int) -> int | None:
+        if len(args) > i and args[i] is None:
+            return None
+        lease: int = _arg(args, i, int, "lease")
+        return lease
+
+    def _room_for(self, key: str) -> None:
+        if len(self.keys) >= self.limits.max_keys and self.keys.get(key) is None:
+            raise RequestRejectedError(
+                p.KIND_LIMIT, f"the store holds its limit of {self.limits.max_keys} keys"
+            )
+
+    def _get(self, session: Session, req_id: int, args: list[Any]) -> Any:
+        return _entry(self.keys.get(self._key(args)))
+
+    def _put(self, session: Session, req_id: int, args: list[Any]) -> Any:
+        key, value, lease = self._key(args), self._value(args, 1), self._lease(args, 2)
+        self._room_for(key)
+        try:
+            version = self.keys.put(key, value, lease)
+        except LeaseNotFoundError as exc:
+            raise RequestRejectedError(p.KIND_LEASE, str(exc)) from exc
+        self._changed([key])
+        return version
+
+    def _cas(self, session: Session, req_id: int, args: list[Any]) -> Any:
+        key, value, lease = self._key(args), self._value(args, 1), self._lease(args, 3)
+        expected: int = _arg(args, 2, int, "expected_version")
+        self._room_for(key)
+        try:
+            result = self.keys.compare_and_set(key, value, expected, lease)
+        except LeaseNotFoundError as exc:
+            raise RequestRejectedError(p.KIND_LEASE, str(exc)) from exc
+        if result.succeeded:
+            self._changed([key])
+        return [result.succeeded, _entry(result.current)]
+
+    def _add(self, session: Session, req_id: int, args: list[Any]) -> Any:
+        key = self._key(args)
+        delta: int = _arg(args, 1, int, "delta")
+        self._room_for(key)
+        try:
+            total = self.keys.add(key, delta)
+        except ValueError as exc:
+            raise RequestRejectedError(p.KIND_PROTOCOL, f"the value at {key!r} is not an integer") from exc
+        self._changed([key])
+        return total
+
+    def _delete(self, session: Session, req_id: int, args: list[Any]) -> Any:
+        key = self._key(args)
+        existed = self.keys.delete(key)
+        if existed:
+            self._changed([key])
+        return existed
+
+    def _list(self, session: Session, req_id: int, args: list[Any]) -> Any:
+        listing = self.keys.list(_arg(args, 0, str, "prefix"))
+        return [[[e.key, e.value, e.version, e.lease] for e in listing], listing.revision]
+
+    def _wait(self, session: Session, req_id: int, args: list[Any]) -> Any:
+        prefix: str = _arg(args, 0, str, "prefix")
+        since: int = _arg(args, 1, int, "since")
+        timeout = float(_arg(args, 2, (int, float), "timeout"))
+        revision = self.keys.changed_since(prefix, since)
+        if revision is not None or timeout <= 0:
+            return revision
+        loop = asyncio.get_running_loop()
+
+        def done(result: int | None) -> None:
+            timer.cancel()
+            session.waiters.discard(waiter)
+            session.reply(req_id, result)
+
+        waiter = Waiter(prefix, since, done)
+        timer = loop.call_later(min(timeout, MAX_WAIT), self._wait_timed_out, waiter)
+        session.waiters.add(waiter)
+        self.waiters.add(waiter)
+        return DEFERRED
+
+    def _wait_timed_out(self, waiter: Waiter) -> None:
+        self.waiters.remove(waiter)
+        waiter.finish(None)
+
+    def _changed(self, keys: Sequence[str]) -> None:
+        if keys and len(self.waiters):
+            self.waiters.wake(keys, self.keys.revision)
+
+    # -- leases -------------------------------------------------------------------
+
+    def _grant(self, session: Session, req_id: int, args: list[Any]) -> Any:
+        ttl = float(_arg(args, 0, (int, float), "ttl"))
+        if not 0 < ttl <= MAX_WAIT:
+            raise RequestRejectedError(
+                p.KIND_LEASE, f"lease ttl must be in (0, {MAX_WAIT}] seconds, got {ttl}"
+            )
+        lease = self.keys.grant(ttl, self._clock())
+        self._schedule_expiry()
+        return lease
+
+    def _refresh(self, session: Session, req_id: int, args: list[Any]) -> Any:
+        alive = self.keys.refresh(_arg(args, 0, int, "lease"), self._clock())
+        self._schedule_expiry()
+        return alive
+
+    def _lease_info(self, session: Session, req_id: int, args: list[Any]) -> Any:
+        info = self.keys.lease_info(_arg(args, 0, int, "lease"), self._clock())
+        return None if info is None else [info.ttl, info.remaining]
+
+    def _revoke(self, session: Session, req_id: int, args: list[Any]) -> Any:
+        self._changed(self.keys.revoke(_arg(args, 0, int, "lease")))
+        return None
+
+    def _expire(self) -> None:
+        deleted = self.keys.expire(self._clock())
+        if deleted:
+            log.debug("lease expiry deleted %d keys", len(deleted))
+            self._changed(deleted)
+
+    def _schedule_expiry(self) -> None:
+        deadline = self.keys.next_expiry()
+        if deadline is None:
+            return
+        if self._expiry_timer is not None:
+            if self._expiry_at <= deadline:
+                return
+            self._expiry_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._expiry_at = deadline
+        self._expiry_timer = loop.call_later(max(deadline - self._clock(), 0.0), self._on_expiry_timer)
+
+    def _on_expiry_timer(self) -> None:
+        self._expiry_timer = None
+        self._expire()
+        self._schedule_expiry()
