@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 BACKEND = "rdzv"
 MASTER_KEY = "torchrun/master"
 """Key in the round's rdzv store where rank 0 publishes the TCPStore's ``host:port``."""
+DEPARTED_KEY = "rdzv/departed"
+ALL_DEPARTED_KEY = "rdzv/departed/all"
+"""Keys in the round's TCPStore counting members through ``shutdown``: hosts wait for all."""
 STORE_TIMEOUT = timedelta(seconds=60)
 """Default timeout of operations on the per-round TCPStore (torch's c10d ``read_timeout``)."""
 
@@ -80,8 +83,9 @@ class RdzvRendezvousHandler(torch_api.RendezvousHandler):
         self._rdzv = rendezvous
         self._store = store
         self._store_timeout = store_timeout
-        self._round_store: TCPStore | None = None
+        self._round_store: PrefixStore | None = None
         self._round_server: TCPStore | None = None
+        self._round_world = 0
         self._shut_down = False
 
     def get_backend(self) -> str:
@@ -102,13 +106,14 @@ class RdzvRendezvousHandler(torch_api.RendezvousHandler):
             # The previous round's server (if this node hosted it) is replaced only now that
             # every member has left that round; it stops once the agent drops its store too.
             host, port, tcp = self._round_tcp_store(info)
-        self._round_store = tcp
+        self._round_store = PrefixStore(f"rdzv/{info.run_id}/{info.round}", tcp)
+        self._round_world = info.world_size
         log.info(
             "rdzv: run %s round %d: rank %d of %d, TCPStore at %s:%d",
             info.run_id, info.round, info.rank, info.world_size, host, port,
         )  # fmt: skip
         return torch_api.RendezvousInfo(
-            PrefixStore(f"rdzv/{info.run_id}/{info.round}", tcp),
+            self._round_store,
             info.rank,
             info.world_size,
             torch_api.RendezvousStoreInfo(host, port),
@@ -127,11 +132,13 @@ class RdzvRendezvousHandler(torch_api.RendezvousHandler):
             return self._rdzv.num_nodes_waiting()
 
     def shutdown(self) -> bool:
-        """Close the run, as torch's backends do, then leave and release the stores.
+        """Close the run, as torch's backends do, leave, and release the stores.
 
         torchrun calls this when the agent ends by itself (success, or failure
         after its restarts), never when it is killed by a signal: closing tells
-        the other agents to stop instead of re-forming without this node.
+        the other agents to stop instead of re-forming without this node. A node
+        that hosts a store (the round's TCPStore, or the rdzv store) keeps it up
+        until every member of the round has shut down, or ``close_timeout``.
         Returns ``False`` (and logs why) if the run could not be closed.
         """
         if self._shut_down:
@@ -143,10 +150,27 @@ class RdzvRendezvousHandler(torch_api.RendezvousHandler):
         except errors.RdzvError as exc:
             log.warning("rdzv: could not close run %s on shutdown: %s", self.get_run_id(), exc)
             closed = False
-        self._rdzv.shutdown()
+        self._rdzv.shutdown()  # revokes the lease; the store is ours to close
+        self._depart()
         self._store.close()
         self._round_store = self._round_server = None
         return closed
+
+    def _depart(self) -> None:
+        """Count this node out of the round; a hosting node waits for the whole round."""
+        store = self._round_store
+        if store is None:
+            return
+        # A TcpStore that hosts the embedded server says so with `hosted`.
+        hosting = self._round_server is not None or getattr(self._store, "hosted", None) is not None
+        try:
+            if store.add(DEPARTED_KEY, 1) >= self._round_world:
+                store.set(ALL_DEPARTED_KEY, "1")
+            if hosting:
+                timeout = timedelta(seconds=self._rdzv.settings.close_timeout)
+                store.wait([ALL_DEPARTED_KEY], timeout)
+        except dist.DistError as exc:
+            log.info("rdzv: not every member of run %s shut down cleanly: %s", self.get_run_id(), exc)
 
     def _round_tcp_store(self, info: RendezvousInfo) -> tuple[str, int, TCPStore]:
         """Rank 0 hosts this round's TCPStore and publishes its address; the others read it."""
