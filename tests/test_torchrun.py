@@ -125,12 +125,15 @@ def start(tmp_path: Path) -> Iterator[Any]:
         agent.kill()
 
 
-def torchrun_args(port: int, run_id: str, nnodes: str, *extra: str, conf: str = FAST_CONF) -> list[str]:
+def torchrun_args(
+    endpoint: int | str, run_id: str, nnodes: str, *extra: str, conf: str = FAST_CONF
+) -> list[str]:
+    """Arguments for one agent; an ``int`` endpoint is the TCP store at ``127.0.0.1:PORT``."""
     return [
         f"--nnodes={nnodes}",
         "--nproc-per-node=2",
         "--rdzv-backend=rdzv",
-        f"--rdzv-endpoint=127.0.0.1:{port}",
+        f"--rdzv-endpoint={f'127.0.0.1:{endpoint}' if isinstance(endpoint, int) else endpoint}",
         f"--rdzv-id={run_id}",
         f"--rdzv-conf={conf}",
         "--local-addr=127.0.0.1",
@@ -229,9 +232,14 @@ def assert_world_of_four(found: list[dict[str, Any]], output: str) -> None:
     assert len({r["master"] for r in found}) == 1, output
 
 
-def test_two_nodes_run_gloo_all_reduce_through_rdzv(start: Any) -> None:
-    port = free_port()
-    agents = [start(*torchrun_args(port, "two-nodes", "2"), str(TRAIN), "sum") for _ in range(2)]
+@pytest.mark.parametrize("store", ["host:port", "file"])
+def test_two_nodes_run_gloo_all_reduce_through_rdzv(start: Any, store: str, tmp_path: Path) -> None:
+    """``HOST:PORT`` is the embedded TCP store (with a token here); a URL picks its backend."""
+    if store == "file":
+        args = torchrun_args(f"file://{tmp_path}/store", "two-nodes", "2")
+    else:
+        args = torchrun_args(free_port(), "two-nodes", "2", conf=FAST_CONF + ",token=s3cret")
+    agents = [start(*args, str(TRAIN), "sum") for _ in range(2)]
     codes = [agent.finish() for agent in agents]
     output = "\n".join(a.output for a in agents)
     assert codes == [0, 0], output
