@@ -39,7 +39,8 @@ def first_to_fail() -> bool:
 
 
 def report(kind: str, **fields: object) -> None:
-    print(f"{kind} {json.dumps(fields, sort_keys=True)}", flush=True)
+    # One write(2) of under PIPE_BUF bytes: lines of workers sharing the agent's pipe never interleave.
+    os.write(1, f"{kind} {json.dumps(fields, sort_keys=True)}\n".encode())
 
 
 def main() -> int:
