@@ -177,6 +177,7 @@ print("ok")
 
 
 def test_handler_over_a_single_node_hosts_the_round_store_and_maps_errors() -> None:
+    """The handler's contract on ``memory://`` in one process (torch imported in a subprocess)."""
     code = """
 from torch.distributed.elastic.rendezvous import api, rendezvous_handler_registry as registry
 import rdzv
@@ -215,6 +216,22 @@ for error, expected in cases:
             raise error
     except api.RendezvousError as exc:
         assert type(exc) is expected and exc.__cause__ is error, (error, exc)
+# A coordinator port taken since it was chosen: rank 0 hosts on another and publishes that one.
+import socket
+from rdzv.rendezvous import Rendezvous
+from rdzv.store.memory import MemoryStore
+from rdzv.torchrun import RdzvRendezvousHandler
+with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    store = MemoryStore()
+    node = Rendezvous(store, "job2", 1, 1, addr=f"127.0.0.1:{port}", last_call_timeout=1)
+    handler = RdzvRendezvousHandler(node, store)
+    info = handler.next_rendezvous()
+    assert info.bootstrap_store_info.master_port not in (0, port), (port, info.bootstrap_store_info)
+    info.store.set("key", "value")
+    assert handler.shutdown() is True
 print("ok")
 """
     result = run_python(code)

@@ -196,8 +196,8 @@ class RdzvRendezvousHandler(torch_api.RendezvousHandler):
 
         try:
             return start(port)
-        except dist.DistNetworkError as exc:
-            log.info("rdzv: coordinator port %d is taken (%s); hosting on an ephemeral port", port, exc)
+        except dist.DistError as exc:
+            log.info("rdzv: cannot host on coordinator port %d (%s); using an ephemeral port", port, exc)
             return _torch_store(lambda: start(0), f"cannot host a TCPStore on {host}")
 
     def _published_master(self, info: RendezvousInfo) -> str:
