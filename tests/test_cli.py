@@ -10,8 +10,8 @@ import threading
 import pytest
 from click.testing import CliRunner
 
+from rdzv import Rendezvous
 from rdzv.cli.main import main
-from rdzv.rendezvous import Rendezvous
 
 RDZV = [sys.executable, "-m", "rdzv"]
 JOIN = ["join", "memory://x", "--run-id", "a"]
