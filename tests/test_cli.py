@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from rdzv import Rendezvous
 from rdzv.cli.main import main
+from rdzv.testing.servers import serve_process
 
 RDZV = [sys.executable, "-m", "rdzv"]
 JOIN = ["join", "memory://x", "--run-id", "a"]
@@ -105,8 +106,6 @@ def test_help_explains_every_command() -> None:
 
 @pytest.mark.slow
 def test_status_over_a_real_server_shows_heartbeat_ages_and_server_counters() -> None:
-    from rdzv.testing.servers import serve_process
-
     with serve_process(token="status-token") as server:
         nodes = [Rendezvous(server.url, "job", 2, 2, node_id=f"n{i}", addr="127.0.0.1") for i in range(2)]
         threads = [threading.Thread(target=n.next_rendezvous) for n in nodes]
