@@ -10,8 +10,9 @@ import threading
 import pytest
 from click.testing import CliRunner
 
+from rdzv import Rendezvous
 from rdzv.cli.main import main
-from rdzv.rendezvous import Rendezvous
+from rdzv.testing.servers import serve_process
 
 RDZV = [sys.executable, "-m", "rdzv"]
 JOIN = ["join", "memory://x", "--run-id", "a"]
@@ -101,3 +102,26 @@ def test_help_explains_every_command() -> None:
     result = run("--help")
     for command in ("backends", "join", "status"):
         assert command in result.stdout
+
+
+@pytest.mark.slow
+def test_status_over_a_real_server_shows_heartbeat_ages_and_server_counters() -> None:
+    with serve_process(token="status-token") as server:
+        nodes = [Rendezvous(server.url, "job", 2, 2, node_id=f"n{i}", addr="127.0.0.1") for i in range(2)]
+        threads = [threading.Thread(target=n.next_rendezvous) for n in nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        try:
+            table = run("status", server.url, "--run-id", "job")
+            assert table.returncode == 0, table.stderr
+            assert table.stdout.count(" s ago") == 2
+            counters = run("status", server.url, "--server", "--json")
+            assert counters.returncode == 0, counters.stderr
+            stats = json.loads(counters.stdout)
+            assert stats["leases"] == 2
+            assert stats["connections"] >= 2
+        finally:
+            for n in nodes:
+                n.shutdown()

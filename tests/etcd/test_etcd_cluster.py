@@ -78,7 +78,7 @@ def test_losing_quorum_fails_with_store_timeout_within_the_timeout(etcd3: EtcdCl
             started = time.monotonic()
             with pytest.raises(StoreTimeoutError):
                 operation()
-            assert time.monotonic() - started < timeout + 1.5
+            assert time.monotonic() - started < timeout + 5.0  # slack for a loaded machine; not a hang
 
 
 def test_wait_survives_a_restart_of_the_member_it_watches_through(etcd3: EtcdCluster) -> None:

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.etcd, pytest.mark.slow]
 
 NODE = """
 import sys
-from rdzv.rendezvous import Rendezvous
+from rdzv import Rendezvous
 
 url, run_id, nodes = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with Rendezvous(url, run_id, nodes, nodes, join_timeout=90, heartbeat_interval=2, addr="127.0.0.1") as rv:
