@@ -55,7 +55,7 @@ def wait(store: Store, prefix: str, since: str) -> None:
 
 def rendezvous(url: str, run_id: str, nodes: str) -> None:
     """Join a run of exactly ``nodes`` nodes; print this node's place; leave on ``go``."""
-    from rdzv.rendezvous import Rendezvous
+    from rdzv import Rendezvous
 
     with Rendezvous(url, run_id, int(nodes), int(nodes), addr="127.0.0.1", join_timeout=60) as node:
         info = node.next_rendezvous()

@@ -10,11 +10,20 @@ import threading
 import pytest
 from click.testing import CliRunner
 
+from rdzv import Rendezvous
 from rdzv.cli.main import main
-from rdzv.rendezvous import Rendezvous
+from rdzv.testing.servers import serve_process
 
 RDZV = [sys.executable, "-m", "rdzv"]
 JOIN = ["join", "memory://x", "--run-id", "a"]
+
+
+def rendezvous_all(nodes: list[Rendezvous]) -> None:
+    threads = [threading.Thread(target=n.next_rendezvous) for n in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,11 +79,7 @@ def test_status_shows_members_waiting_and_spares() -> None:
         Rendezvous("memory://status", "job", 2, 2, node_id=f"node{i}", addr=f"127.0.0.{i + 1}:900{i}")
         for i in range(2)
     ]
-    threads = [threading.Thread(target=n.next_rendezvous) for n in nodes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    rendezvous_all(nodes)
     try:
         result = CliRunner().invoke(main, ["status", "memory://status", "--run-id", "job"])
         assert result.exit_code == 0, result.output
@@ -101,3 +106,22 @@ def test_help_explains_every_command() -> None:
     result = run("--help")
     for command in ("backends", "join", "status"):
         assert command in result.stdout
+
+
+@pytest.mark.slow
+def test_status_over_a_real_server_shows_heartbeat_ages_and_server_counters() -> None:
+    with serve_process(token="status-token") as server:
+        nodes = [Rendezvous(server.url, "job", 2, 2, node_id=f"n{i}", addr="127.0.0.1") for i in range(2)]
+        rendezvous_all(nodes)
+        try:
+            table = run("status", server.url, "--run-id", "job")
+            assert table.returncode == 0, table.stderr
+            assert table.stdout.count(" s ago") == 2
+            counters = run("status", server.url, "--server", "--json")
+            assert counters.returncode == 0, counters.stderr
+            stats = json.loads(counters.stdout)
+            assert stats["leases"] == 2
+            assert stats["connections"] >= 2
+        finally:
+            for n in nodes:
+                n.shutdown()

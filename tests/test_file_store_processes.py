@@ -128,7 +128,7 @@ def test_lease_of_a_sigkilled_holder_expires_and_its_keys_vanish(
         killed_at = time.monotonic()
         assert observer.wait("held/", since, PATIENCE) is not None
         assert observer.get("held/key") is None
-        assert time.monotonic() - killed_at < ttl + 1.5
+        assert time.monotonic() - killed_at < ttl + 5.0  # slack for a loaded machine; not a hang
 
 
 def test_waiter_in_one_process_is_woken_by_a_put_in_another(spawn: Callable[..., Worker], url: str) -> None:

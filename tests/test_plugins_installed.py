@@ -229,7 +229,8 @@ def test_backends_json_lists_plugins_their_problems_and_torchrun_handlers_withou
     assert "no_such_client" in stores["broken"]["error"]
     assert "is not callable" in stores["notcallable"]["error"]
     assert stores["memory"]["origin"] == "built in"
-    assert listing["torchrun_handlers"] == [
+    assert [h["name"] for h in listing["torchrun_handlers"]] == ["rdzv", "testbackend"]
+    assert [h for h in listing["torchrun_handlers"] if h["name"] != "rdzv"] == [
         {
             "name": "testbackend",
             "distribution": "torch-testbackend",
@@ -267,7 +268,8 @@ def test_reading_torchrun_handlers_imports_neither_torch_nor_the_handler(venv: P
         """,
         venv.poison_site,
     )
-    assert [h["name"] for h in report["handlers"]] == ["testbackend"]
+    # rdzv's own handler (for torchrun --rdzv-backend=rdzv) is listed next to the plugin's.
+    assert [h["name"] for h in report["handlers"]] == ["rdzv", "testbackend"]
     assert report["imported"] == []
 
 

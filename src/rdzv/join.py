@@ -64,10 +64,10 @@ class Wait:
 @dataclass
 class _Pending:
     round: int
-    lease: int
     arrival: int
     joined_at: float
     attempt_at: float | None
+    lease: int = 0
 
 
 class Joiner:
@@ -116,10 +116,15 @@ class Joiner:
                 return placed
             self.leave_lobby()  # not chosen (a spare, or late): queue for the next round
             pending = None
-        if pending is not None and self._lease() != pending.lease:
-            pending = None  # our lease expired while we waited (a stall past its ttl): so did our lobby key
+        if pending is not None and pending.arrival and self._lease() != pending.lease:
+            # Our lease expired while we waited (a stall past its ttl), and our lobby key with it.
+            pending.arrival, pending.joined_at, pending.attempt_at = 0, now, None
         if pending is None:
-            pending = self._pending = self._enter_lobby(latest + 1, now)
+            # Recorded before any write: if a reply is lost and the step is retried,
+            # the node still knows which round it may have been placed in.
+            pending = self._pending = _Pending(latest + 1, 0, now, None)
+        if pending.arrival == 0:
+            self._enter_lobby(pending)
         if pending.attempt_at is not None and now >= pending.attempt_at:
             placed = self._try_complete(pending, entry, now)
             if placed is not None:
@@ -144,7 +149,7 @@ class Joiner:
 
     # -- steps ----------------------------------------------------------------
 
-    def _enter_lobby(self, round_: int, now: float) -> _Pending:
+    def _enter_lobby(self, pending: _Pending) -> None:
         # The key goes in before the counter moves: whoever counts N arrivals
         # is sure to find N keys (less the dead) when it lists the lobby.
         lease = self._lease()
@@ -159,7 +164,7 @@ class Joiner:
             prev_round=prev.doc.round if prev else 0,
             prev_rank=prev.rank if prev else None,
         )
-        key = Layout.lobby(round_) + self._node.node_id
+        key = Layout.lobby(pending.round) + self._node.node_id
         try:
             self._store.put(key, encode(record), lease=lease)
         except StoreError:
@@ -170,10 +175,11 @@ class Joiner:
             lease = self._lease()
             record = replace(record, lease=lease)
             self._store.put(key, encode(record), lease=lease)
-        arrival = self._store.add(Layout.arrivals(round_), 1)
+        pending.lease = lease
+        pending.arrival = self._store.add(Layout.arrivals(pending.round), 1)
         s = self._settings
-        delay = plan.attempt_delay(arrival, s.min_nodes, s.max_nodes, s.last_call_timeout)
-        return _Pending(round_, lease, arrival, now, None if delay is None else now + delay)
+        delay = plan.attempt_delay(pending.arrival, s.min_nodes, s.max_nodes, s.last_call_timeout)
+        pending.attempt_at = None if delay is None else pending.joined_at + delay
 
     def _placement(self, doc: RoundDoc, entry: Entry | None) -> Placement | None:
         key = Layout.ranks(doc.round) + self._node.node_id
@@ -194,14 +200,17 @@ class Joiner:
         if members is None:
             pending.attempt_at = None if last_call_due else pending.joined_at + s.last_call_timeout
             return None
-        token = uuid.uuid4().hex
+        lease = self._lease()
         claim = self._store.compare_and_set(
-            Layout.claim(pending.round), token.encode(), 0, lease=self._lease()
+            Layout.claim(pending.round), uuid.uuid4().hex.encode(), 0, lease=lease
         )
-        if not claim.succeeded:
+        current = claim.current
+        if current is None or current.lease != lease:
             # Another node is completing; its claim vanishes with its lease if it dies.
             pending.attempt_at = now + s.lease_ttl
             return None
+        # Ours, won now or by an attempt whose reply was lost: that attempt's token stands.
+        token = current.value.decode()
         ordered = assign_ranks(members, s.rank_policy, pending.round - 1)
         try:
             doc = self._publish(pending.round, ordered, token)

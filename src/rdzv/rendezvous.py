@@ -12,6 +12,7 @@ The flow of one rendezvous (see ``docs/architecture.md``):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -19,15 +20,17 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from types import TracebackType
 
 from rdzv.config import RendezvousSettings
 from rdzv.core.records import RoundDoc, RoundState, decode_members, decode_round_doc, encode
-from rdzv.errors import ConfigurationError, RendezvousStateError, RendezvousTimeoutError
+from rdzv.errors import ConfigurationError, RendezvousStateError, RendezvousTimeoutError, StoreError
 from rdzv.heartbeat import Heartbeat
 from rdzv.join import Joiner, NodeIdentity, Placement, read_lobby_entry
 from rdzv.layout import Layout
 from rdzv.registry import open_store
+from rdzv.retry import RetryPolicy
 from rdzv.store.base import Store
 
 __all__ = ["Change", "Rendezvous", "RendezvousInfo"]
@@ -151,6 +154,7 @@ class Rendezvous:
         self._placement: Placement | None = None
         self._left_behind: str | None = None
         self._closed_down = False
+        self._retry = RetryPolicy(clock=clock)
 
     @property
     def run_id(self) -> str:
@@ -168,7 +172,9 @@ class Rendezvous:
         ``RendezvousTimeoutError`` after ``join_timeout`` seconds.
         """
         if self._left_behind is not None:  # last round's lobby key (see Joiner._settle)
-            self._store.delete(self._left_behind)
+            # Best effort: nobody reads a completed round's lobby, and the key dies with our lease.
+            with contextlib.suppress(StoreError):
+                self._store.delete(self._left_behind)
             self._left_behind = None
         joiner = Joiner(
             self._store,
@@ -181,13 +187,13 @@ class Rendezvous:
         deadline = self._clock() + self.settings.join_timeout
         while True:
             now = self._clock()
-            outcome = joiner.step(now)
+            outcome = self._retry.run(partial(joiner.step, now), deadline=deadline, what="a rendezvous step")
             if isinstance(outcome, Placement):
                 self._placement = outcome
                 self._left_behind = joiner.left_behind
                 return RendezvousInfo(self._store, outcome, self.run_id)
             if now >= deadline:
-                joiner.leave_lobby()
+                self._retry.run(joiner.leave_lobby, deadline=now + 1, what="leaving the lobby")
                 raise RendezvousTimeoutError(
                     f"rendezvous {self.run_id!r} did not complete within {self.settings.join_timeout} s "
                     f"(node {self.node_id} waiting for round {joiner.waiting_round})",
@@ -195,7 +201,8 @@ class Rendezvous:
                     round=joiner.waiting_round,
                 )
             until = deadline if outcome.until is None else min(outcome.until, deadline)
-            self._store.wait(outcome.key, outcome.since, max(until - now, 0.0))
+            watch = partial(self._store.wait, outcome.key, outcome.since, max(until - now, 0.0))
+            self._retry.run(watch, deadline=deadline, what="waiting for the round")
 
     def num_nodes_waiting(self) -> int:
         """Nodes in the lobby that the current round should make room for.

@@ -1,0 +1,298 @@
+"""torchrun end to end with ``--rdzv-backend=rdzv``: real torch, gloo, loopback, real processes.
+
+Every torch import happens in a subprocess (torch warns on import without numpy,
+and pytest turns warnings into errors). Each ``torchrun`` runs in its own
+session; its workers die with it (``PR_SET_PDEATHSIG`` in the worker script), so
+killing the session kills the node. Tests wait for lines the workers print,
+never for time to pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rdzv.registry import torchrun_handlers
+from rdzv.testing.net import free_port, wait_for_port
+
+pytestmark = [
+    pytest.mark.torchrun,
+    pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed"),
+]
+
+BIN = Path(sys.executable).parent
+TRAIN = Path(__file__).parent / "torchrun_scripts" / "train.py"
+RUN_SECONDS = 60.0
+# Short beats and last call keep each run to seconds; the monitor notices failures at once.
+FAST_CONF = "last_call_timeout=1,heartbeat_interval=0.5,heartbeat_misses=4"
+
+
+class Agent:
+    """One ``torchrun`` process (a node), its output collected line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [str(BIN / "torchrun"), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for_line(self, pattern: str, timeout: float = RUN_SECONDS) -> str:
+        """Block until a line matches ``pattern``; fail with the output if it never does."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = next((line for line in self.lines if regex.search(line)), None)
+                if found is not None:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    pytest.fail(f"no line matching {pattern!r}; output:\n{self.output}")
+                self._changed.wait(remaining)
+
+    def finish(self, timeout: float = RUN_SECONDS) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"torchrun did not finish within {timeout} s; output:\n{self.output}")
+        self._reader.join(timeout)
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the node: the agent's session (its workers follow by PDEATHSIG)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._reader.join(RUN_SECONDS)  # ends when the last worker holding the pipe is gone
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+    @property
+    def output(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        return [json.loads(line.split(" ", 1)[1]) for line in self.lines if line.startswith(kind + " ")]
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Any]:
+    """``start(*torchrun_args) -> Agent``; every agent's session is killed at teardown."""
+    agents: list[Agent] = []
+    # LOGLEVEL=INFO: the agents' logs show each rendezvous in a failing test's output.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "LOGLEVEL": "INFO"}
+    env["RDZV_TEST_DIR"] = str(tmp_path)
+
+    def launch(*args: str) -> Agent:
+        agent = Agent(list(args), env)
+        agents.append(agent)
+        return agent
+
+    yield launch
+    for agent in agents:
+        agent.kill()
+
+
+def torchrun_args(
+    endpoint: int | str, run_id: str, nnodes: str, *extra: str, conf: str = FAST_CONF
+) -> list[str]:
+    """Arguments for one agent; an ``int`` endpoint is the TCP store at ``127.0.0.1:PORT``."""
+    return [
+        f"--nnodes={nnodes}",
+        "--nproc-per-node=2",
+        "--rdzv-backend=rdzv",
+        f"--rdzv-endpoint={f'127.0.0.1:{endpoint}' if isinstance(endpoint, int) else endpoint}",
+        f"--rdzv-id={run_id}",
+        f"--rdzv-conf={conf}",
+        "--local-addr=127.0.0.1",
+        "--monitor-interval=0.1",
+        *extra,
+    ]
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=RUN_SECONDS, check=False
+    )
+
+
+def test_rdzv_is_listed_as_a_torchrun_handler_without_importing_torch() -> None:
+    assert [h.target for h in torchrun_handlers() if h.name == "rdzv"] == [
+        "rdzv.torchrun_plugin:handler_creator"
+    ]
+
+
+@pytest.mark.parametrize("first_import", ["", "import rdzv.torchrun"])
+def test_torch_registers_the_rdzv_handler_without_a_warning(first_import: str) -> None:
+    """torch logs and swallows plugin errors, so the check is: registered and nothing logged."""
+    code = f"""
+import logging
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append(record)
+logging.basicConfig(level=logging.DEBUG, handlers=[Keep()])
+{first_import}
+from torch.distributed.elastic.rendezvous import rendezvous_handler_registry as registry
+assert "rdzv" in registry._registry, sorted(registry._registry)
+bad = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+assert not bad, bad
+print("ok")
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_handler_over_a_single_node_hosts_the_round_store_and_maps_errors() -> None:
+    """The handler's contract on ``memory://`` in one process (torch imported in a subprocess)."""
+    code = """
+from torch.distributed.elastic.rendezvous import api, rendezvous_handler_registry as registry
+import rdzv
+from rdzv.torchrun import translated_errors
+params = api.RendezvousParameters("rdzv", "memory://", "job1", 1, 1, local_addr="127.0.0.1", timeout=900)
+handler = registry.create_handler(params)
+assert handler.get_backend() == "rdzv" and handler.get_run_id() == "job1" and handler.use_agent_store
+info = handler.next_rendezvous()
+assert (info.rank, info.world_size) == (0, 1)
+assert info.bootstrap_store_info.master_addr == "127.0.0.1"
+info.store.set("key", "value")
+assert info.store.get("key") == b"value"
+assert handler.num_nodes_waiting() == 0 and not handler.is_closed()
+second = handler.next_rendezvous()
+assert second.bootstrap_store_info.master_port != info.bootstrap_store_info.master_port
+handler.set_closed()
+assert handler.is_closed()
+try:
+    handler.next_rendezvous()
+except api.RendezvousClosedError as exc:
+    assert isinstance(exc.__cause__, rdzv.RendezvousClosedError)
+else:
+    raise AssertionError("closed rendezvous joined")
+assert handler.shutdown() is True and handler.shutdown() is False
+cases = [
+    (rdzv.RendezvousTimeoutError("t"), api.RendezvousTimeoutError),
+    (rdzv.StoreTimeoutError("t"), api.RendezvousTimeoutError),
+    (rdzv.StoreUnavailableError("u"), api.RendezvousConnectionError),
+    (rdzv.AuthenticationError("a"), api.RendezvousConnectionError),
+    (rdzv.StoreCorruptedError("c"), api.RendezvousStateError),
+    (rdzv.RendezvousStateError("s"), api.RendezvousStateError),
+]
+for error, expected in cases:
+    try:
+        with translated_errors("job1"):
+            raise error
+    except api.RendezvousError as exc:
+        assert type(exc) is expected and exc.__cause__ is error, (error, exc)
+# A coordinator port taken since it was chosen: rank 0 hosts on another and publishes that one.
+import socket
+from rdzv.rendezvous import Rendezvous
+from rdzv.store.memory import MemoryStore
+from rdzv.torchrun import RdzvRendezvousHandler
+with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    store = MemoryStore()
+    node = Rendezvous(store, "job2", 1, 1, addr=f"127.0.0.1:{port}", last_call_timeout=1)
+    handler = RdzvRendezvousHandler(node, store)
+    info = handler.next_rendezvous()
+    assert info.bootstrap_store_info.master_port not in (0, port), (port, info.bootstrap_store_info)
+    info.store.set("key", "value")
+    assert handler.shutdown() is True
+print("ok")
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def results(*agents: Agent) -> list[dict[str, Any]]:
+    return sorted((r for a in agents for r in a.records("RESULT")), key=lambda r: r["rank"])
+
+
+def assert_world_of_four(found: list[dict[str, Any]], output: str) -> None:
+    assert [r["rank"] for r in found] == [0, 1, 2, 3], output
+    assert {(r["world"], r["env_world"], r["sum"]) for r in found} == {(4, "4", 10.0)}, output
+    assert len({r["master"] for r in found}) == 1, output
+
+
+@pytest.mark.parametrize("store", ["host:port", "file"])
+def test_two_nodes_run_gloo_all_reduce_through_rdzv(start: Any, store: str, tmp_path: Path) -> None:
+    """``HOST:PORT`` is the embedded TCP store (with a token here); a URL picks its backend."""
+    if store == "file":
+        args = torchrun_args(f"file://{tmp_path}/store", "two-nodes", "2")
+    else:
+        args = torchrun_args(free_port(), "two-nodes", "2", conf=FAST_CONF + ",token=s3cret")
+    agents = [start(*args, str(TRAIN), "sum") for _ in range(2)]
+    codes = [agent.finish() for agent in agents]
+    output = "\n".join(a.output for a in agents)
+    assert codes == [0, 0], output
+    assert_world_of_four(results(*agents), output)
+
+
+def test_survivors_re_form_after_a_node_is_killed_mid_training(start: Any) -> None:
+    port = free_port()
+    # A longer last call, so that both survivors make the same round after the kill.
+    conf = "last_call_timeout=2,heartbeat_interval=0.5,heartbeat_misses=4"
+    args = torchrun_args(port, "elastic", "1:3", "--max-restarts=3", conf=conf)
+    host = start(*args, str(TRAIN), "elastic:4")
+    wait_for_port("127.0.0.1", port, RUN_SECONDS)  # the first node hosts the rdzv store; keep it alive
+    others = [start(*args, str(TRAIN), "elastic:4") for _ in range(2)]
+    host.wait_for_line(r'^STEP .*"world": 6')
+    others[1].kill()
+    survivors = [host, others[0]]
+    codes = [agent.finish() for agent in survivors]
+    output = "\n".join(a.output for a in survivors)
+    assert codes == [0, 0], output
+    assert_world_of_four(results(*survivors), output)
+
+
+def test_a_failed_worker_is_restarted_and_the_job_completes(start: Any) -> None:
+    port = free_port()
+    args = torchrun_args(port, "restart", "2", "--max-restarts=1")
+    agents = [start(*args, str(TRAIN), "fail-once") for _ in range(2)]
+    codes = [agent.finish() for agent in agents]
+    output = "\n".join(a.output for a in agents)
+    assert codes == [0, 0], output
+    assert sum(len(a.records("FAILING")) for a in agents) == 1, output
+    assert_world_of_four(results(*agents), output)
+
+
+def test_an_unknown_rdzv_conf_key_fails_with_the_valid_keys(start: Any) -> None:
+    args = torchrun_args(free_port(), "bad-conf", "1", conf="heartbeat_interval=1,no_such_key=3")
+    agent = start(*args, str(TRAIN), "sum")
+    assert agent.finish() != 0
+    assert "rdzv: unknown --rdzv-conf key(s) no_such_key; valid keys: join_timeout," in agent.output
