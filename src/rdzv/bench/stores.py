@@ -1,9 +1,10 @@
 """The store each benchmark run talks to, started fresh for the run and stopped after it.
 
 ``tcp`` is a real ``rdzv serve`` subprocess on a free loopback port with a
-random token; ``file`` a fresh temporary directory; ``memory`` a named
-in-process store (its nodes then run in the harness process); ``torch`` a
-``TCPStore`` server subprocess for torch's c10d rendezvous.
+random token; ``etcd`` a one-member etcd (``rdzv.testing.etcd``); ``file`` a
+fresh temporary directory; ``memory`` a named in-process store (its nodes then
+run in the harness process); ``torch`` a ``TCPStore`` server subprocess for
+torch's c10d rendezvous.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rdzv.errors import ConfigurationError, StoreUnavailableError
 
 __all__ = ["STORES", "StoreHost", "cpu_seconds_of", "peak_rss_of", "start_store", "start_torch_store"]
 
-STORES = ("tcp", "file", "memory")
+STORES = ("tcp", "etcd", "file", "memory")
 
 
 @dataclass
@@ -77,6 +78,13 @@ def start_store(kind: str) -> StoreHost:
 
         server = start_server(token=secrets.token_hex(16), args=["--log-level", "warning"])
         return StoreHost(kind, server.url, server.process.pid, lambda: _stop_server(server.stop))
+    if kind == "etcd":
+        from rdzv.testing.etcd import EtcdCluster  # needs httpx (the etcd extra) and an etcd binary
+
+        cluster = EtcdCluster(1).start()
+        process = cluster.members[0].process
+        pid = process.pid if process is not None else None
+        return StoreHost(kind, cluster.url(f"bench-{uuid.uuid4().hex[:8]}"), pid, cluster.close)
     if kind == "file":
         path = tempfile.mkdtemp(prefix="rdzv-bench-")
         return StoreHost(kind, f"file://{path}", None, lambda: shutil.rmtree(path, ignore_errors=True))
