@@ -176,6 +176,22 @@ class StoreContract:
         version = store.put("w/k", b"x")
         assert store.wait("w/", version, 0.2) is None
 
+    def test_zero_timeout_wait_reports_a_put_after_since(self, store: Store, other: Store) -> None:
+        since = store.put("z/a", b"1")
+        other.put("z/b", b"2")
+        assert store.wait("z/", since, 0) is not None
+
+    def test_zero_timeout_wait_reports_a_delete_after_since(self, store: Store, other: Store) -> None:
+        store.put("z/a", b"1")
+        since = store.put("z/b", b"2")
+        other.delete("z/a")
+        assert store.wait("z/", since, 0) is not None
+
+    def test_zero_timeout_wait_is_none_when_nothing_changed(self, store: Store, other: Store) -> None:
+        since = store.put("z/a", b"1")
+        other.put("elsewhere", b"2")
+        assert store.wait("z/", since, 0) is None
+
     def test_wait_ignores_changes_outside_the_prefix(self, store: Store, other: Store) -> None:
         version = store.put("w/k", b"x")
         other.put("elsewhere", b"y")

@@ -101,7 +101,35 @@ class EtcdStore(Store):
         return Listing(tuple(entries), integer(data.get("header", {}), "revision"))
 
     def wait(self, prefix: str, since: int, timeout: float) -> int | None:
-        return watch_for_change(self._gateway, self._namespace + prefix, since, max(timeout, 0.0))
+        if timeout <= 0:
+            return self._changed_since(prefix, since)
+        return watch_for_change(self._gateway, self._namespace + prefix, since, timeout)
+
+    def _changed_since(self, prefix: str, since: int) -> int | None:
+        """Did anything under ``prefix`` change after ``since``? Answered now, without a watch.
+
+        A put after ``since`` shows as a key with a newer ``mod_revision``; if
+        there is none, the keys now are a subset of those at ``since``, so a
+        deletion shows as fewer keys than at revision ``since``.
+        """
+        full = (self._namespace + prefix).encode()
+        query: Json = {"key": b64(full or b"\0"), "range_end": b64(prefix_end(full)), "count_only": True}
+        # etcd's count ignores min_mod_revision (the filter prunes returned keys), so ask for one key.
+        newer_query: Json = {**query, "count_only": False, "keys_only": True, "limit": "1"}
+        newer = self._call("/v3/kv/range", {**newer_query, "min_mod_revision": str(since + 1)}, prefix)
+        revision = integer(newer.get("header", {}), "revision")
+        if newer.get("kvs"):
+            return revision
+        if since <= 0:
+            return None
+        now = self._call("/v3/kv/range", query, prefix)
+        try:
+            then = self._call("/v3/kv/range", {**query, "revision": str(since)}, prefix)
+        except EtcdServerError as exc:
+            if "compacted" in str(exc):
+                return revision  # history is gone: report a change, callers re-read
+            raise
+        return revision if integer(then, "count") > integer(now, "count") else None
 
     # -- leases -----------------------------------------------------------------
 
