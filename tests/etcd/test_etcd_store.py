@@ -78,3 +78,13 @@ def test_unreachable_cluster_raises_store_unavailable_within_the_timeout() -> No
         with pytest.raises(StoreUnavailableError, match="unreachable"):
             store.get("k")
         assert time.monotonic() - started < 3
+
+
+def test_etcd_counts_a_prefix_as_it_was_at_a_past_revision(etcd: EtcdCluster) -> None:
+    with open_store(_fresh(etcd)) as store:
+        store.put("c/1", b"")
+        then = store.put("c/2", b"")
+        store.put("c/3", b"")
+        store.delete("c/1")
+        assert store.count_at("c/", then) == 2
+        assert store.count_at("c/", store.put("c/4", b"")) == 3

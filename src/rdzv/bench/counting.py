@@ -142,6 +142,12 @@ class CountingStore(Store):
         self._target.revoke(lease)
         self._count("revoke", INT)
 
+    def count_at(self, prefix: str, revision: int) -> int | None:
+        counted = self._target.count_at(prefix, revision)
+        if counted is not None:  # a backend without history answers without a request
+            self._count("count_at", len(prefix.encode()) + 2 * INT)
+        return counted
+
     def lease_info(self, lease: int) -> LeaseInfo | None:
         info = self._target.lease_info(lease)
         self._count("lease_info", 3 * INT)

@@ -141,6 +141,11 @@ class Store(abc.ABC):
     def revoke(self, lease: int) -> None:
         """End a lease now, deleting its keys."""
 
+    def count_at(self, prefix: str, revision: int) -> int | None:
+        """How many keys were under ``prefix`` at ``revision``, where the backend keeps
+        history (etcd); ``None`` when it cannot tell. One read, no contention."""
+        return None
+
     def lease_info(self, lease: int) -> LeaseInfo | None:
         """The lease's ttl and time left, where the backend can tell; ``None`` if unknown."""
         return None

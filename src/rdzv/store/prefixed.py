@@ -61,6 +61,9 @@ class PrefixedStore(Store):
     def refresh(self, lease: int) -> bool:
         return self._inner.refresh(lease)
 
+    def count_at(self, prefix: str, revision: int) -> int | None:
+        return self._inner.count_at(self._prefix + prefix, revision)
+
     def lease_info(self, lease: int) -> LeaseInfo | None:
         return self._inner.lease_info(lease)
 

@@ -192,6 +192,13 @@ class StoreContract:
         other.put("elsewhere", b"2")
         assert store.wait("z/", since, 0) is None
 
+    def test_count_at_is_the_number_of_keys_then_or_unknown(self, store: Store) -> None:
+        store.put("c/1", b"")
+        then = store.put("c/2", b"")
+        store.put("c/3", b"")
+        store.delete("c/1")
+        assert store.count_at("c/", then) in (None, 2)
+
     def test_wait_ignores_changes_outside_the_prefix(self, store: Store, other: Store) -> None:
         version = store.put("w/k", b"x")
         other.put("elsewhere", b"y")

@@ -110,6 +110,9 @@ class FaultyStore(Store):
     def revoke(self, lease: int) -> None:
         self._call("revoke", lambda: self._inner.revoke(lease))
 
+    def count_at(self, prefix: str, revision: int) -> int | None:
+        return self._call("count_at", lambda: self._inner.count_at(prefix, revision), prefix)
+
     def lease_info(self, lease: int) -> LeaseInfo | None:
         return self._inner.lease_info(lease)
 

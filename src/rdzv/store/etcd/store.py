@@ -105,6 +105,17 @@ class EtcdStore(Store):
             return self._changed_since(prefix, since)
         return watch_for_change(self._gateway, self._namespace + prefix, since, timeout)
 
+    def count_at(self, prefix: str, revision: int) -> int | None:
+        full = (self._namespace + prefix).encode()
+        query: Json = {"key": b64(full or b"\0"), "range_end": b64(prefix_end(full)), "count_only": True}
+        try:
+            data = self._call("/v3/kv/range", {**query, "revision": str(revision)}, prefix)
+        except EtcdServerError as exc:
+            if "compacted" in str(exc):
+                return None  # history is gone: the caller falls back to a counter
+            raise
+        return integer(data, "count")
+
     def _changed_since(self, prefix: str, since: int) -> int | None:
         """Did anything under ``prefix`` change after ``since``? Answered now, without a watch.
 
