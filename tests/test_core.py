@@ -8,7 +8,16 @@ import pathlib
 import pytest
 
 import rdzv.core
-from rdzv.core import JoinRecord, RoundDoc, RoundState, assign_ranks, attempt_delay, natural_key, plan_round
+from rdzv.core import (
+    JoinRecord,
+    RoundDoc,
+    RoundState,
+    assign_ranks,
+    attempt_delay,
+    counts_as_waiting,
+    natural_key,
+    plan_round,
+)
 from rdzv.core.records import decode_join, decode_round_doc, encode
 from rdzv.errors import RendezvousStateError
 
@@ -98,3 +107,11 @@ def test_core_imports_nothing_above_it() -> None:
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     assert alias.name.split(".")[0] in {"re", "json", "dataclasses", "enum", "typing"}
+
+
+def test_rejoining_members_always_wait_and_newcomers_only_below_max() -> None:
+    member, newcomer = rec("m", 1, prev_round=3, prev_rank=0), rec("n", 2)
+    assert counts_as_waiting(member, 3, world_size=4, max_nodes=4)
+    assert not counts_as_waiting(newcomer, 3, world_size=4, max_nodes=4)  # a spare
+    assert counts_as_waiting(newcomer, 3, world_size=3, max_nodes=4)
+    assert counts_as_waiting(newcomer, 0, world_size=0, max_nodes=0)  # no round yet

@@ -24,6 +24,7 @@ from functools import partial
 from types import TracebackType
 
 from rdzv.config import RendezvousSettings
+from rdzv.core.plan import counts_as_waiting
 from rdzv.core.records import RoundDoc, RoundState, decode_members, decode_round_doc, encode
 from rdzv.errors import ConfigurationError, RendezvousStateError, RendezvousTimeoutError, StoreError
 from rdzv.heartbeat import Heartbeat
@@ -215,10 +216,9 @@ class Rendezvous:
         world = placement.doc.world_size if placement else 0
         lobby = self._store.list(Layout.lobby(round_ + 1))
         records = [read_lobby_entry(e) for e in lobby]
+        max_nodes = self.settings.max_nodes
         return sum(
-            1
-            for r in records
-            if r.node_id != self.node_id and (r.prev_round == round_ or world < self.settings.max_nodes)
+            1 for r in records if r.node_id != self.node_id and counts_as_waiting(r, round_, world, max_nodes)
         )
 
     def wait_for_change(self, timeout: float) -> str | None:

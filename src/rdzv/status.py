@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rdzv.core.plan import counts_as_waiting
 from rdzv.core.records import decode_members, decode_rank, decode_round_doc
 from rdzv.join import read_lobby_entry
 from rdzv.layout import Layout
@@ -47,9 +48,9 @@ def read_status(store: Store, run_id: str) -> RunStatus:
     round_ = doc.round if doc else 0
     lobby = run.list(Layout.lobby(round_ + 1))
     records = [read_lobby_entry(e) for e in lobby]
-    full = doc is not None and doc.world_size >= doc.max_nodes > 0
-    waiting = [r.node_id for r in records if not full or r.prev_round == round_]
-    spares = [r.node_id for r in records if full and r.prev_round != round_]
+    world, max_nodes = (doc.world_size, doc.max_nodes) if doc else (0, 0)
+    waiting = [r.node_id for r in records if counts_as_waiting(r, round_, world, max_nodes)]
+    spares = [r.node_id for r in records if not counts_as_waiting(r, round_, world, max_nodes)]
     if doc is None:
         return RunStatus(run_id, 0, "joining", waiting=waiting, revision=lobby.revision)
     return RunStatus(

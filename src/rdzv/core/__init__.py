@@ -4,7 +4,7 @@ Nothing here performs I/O, starts threads or reads a clock; callers pass
 ``now``. ``rdzv.rendezvous`` drives these functions over a store.
 """
 
-from rdzv.core.plan import attempt_delay, plan_round
+from rdzv.core.plan import attempt_delay, counts_as_waiting, plan_round
 from rdzv.core.ranks import RANK_POLICIES, assign_ranks, natural_key
 from rdzv.core.records import JoinRecord, MembersRecord, RankRecord, RoundDoc, RoundState
 
@@ -17,6 +17,7 @@ __all__ = [
     "RoundState",
     "assign_ranks",
     "attempt_delay",
+    "counts_as_waiting",
     "natural_key",
     "plan_round",
 ]

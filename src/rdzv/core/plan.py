@@ -36,3 +36,13 @@ def plan_round(
     if len(live) >= max_nodes or (last_call_due and len(live) >= min_nodes):
         return live[:max_nodes]
     return None
+
+
+def counts_as_waiting(record: JoinRecord, round_: int, world_size: int, max_nodes: int) -> bool:
+    """Whether a lobby record is a node the running round should make room for.
+
+    A member of ``round_`` asking for a new round always counts; any other
+    joiner counts only while the round is below ``max_nodes`` (when it is full,
+    they are spares).
+    """
+    return record.prev_round == round_ or not 0 < max_nodes <= world_size

@@ -106,15 +106,18 @@ class EtcdStore(Store):
         return watch_for_change(self._gateway, self._namespace + prefix, since, timeout)
 
     def count_at(self, prefix: str, revision: int) -> int | None:
-        full = (self._namespace + prefix).encode()
-        query: Json = {"key": b64(full or b"\0"), "range_end": b64(prefix_end(full)), "count_only": True}
         try:
-            data = self._call("/v3/kv/range", {**query, "revision": str(revision)}, prefix)
+            query = {**self._count_query(prefix), "revision": str(revision)}
+            data = self._call("/v3/kv/range", query, prefix)
         except EtcdServerError as exc:
             if "compacted" in str(exc):
-                return None  # history is gone: the caller falls back to a counter
+                return None  # history is gone
             raise
         return integer(data, "count")
+
+    def _count_query(self, prefix: str) -> Json:
+        full = (self._namespace + prefix).encode()
+        return {"key": b64(full or b"\0"), "range_end": b64(prefix_end(full)), "count_only": True}
 
     def _changed_since(self, prefix: str, since: int) -> int | None:
         """Did anything under ``prefix`` change after ``since``? Answered now, without a watch.
@@ -123,8 +126,7 @@ class EtcdStore(Store):
         there is none, the keys now are a subset of those at ``since``, so a
         deletion shows as fewer keys than at revision ``since``.
         """
-        full = (self._namespace + prefix).encode()
-        query: Json = {"key": b64(full or b"\0"), "range_end": b64(prefix_end(full)), "count_only": True}
+        query = self._count_query(prefix)
         # etcd's count ignores min_mod_revision (the filter prunes returned keys), so ask for one key.
         newer_query: Json = {**query, "count_only": False, "keys_only": True, "limit": "1"}
         newer = self._call("/v3/kv/range", {**newer_query, "min_mod_revision": str(since + 1)}, prefix)
@@ -133,14 +135,10 @@ class EtcdStore(Store):
             return revision
         if since <= 0:
             return None
-        now = self._call("/v3/kv/range", query, prefix)
-        try:
-            then = self._call("/v3/kv/range", {**query, "revision": str(since)}, prefix)
-        except EtcdServerError as exc:
-            if "compacted" in str(exc):
-                return revision  # history is gone: report a change, callers re-read
-            raise
-        return revision if integer(then, "count") > integer(now, "count") else None
+        now = integer(self._call("/v3/kv/range", query, prefix), "count")
+        then = self.count_at(prefix, since)
+        # No history (compacted): report a change, callers re-read.
+        return revision if then is None or then > now else None
 
     # -- leases -----------------------------------------------------------------
 
