@@ -10,12 +10,12 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from rdzv.config import RendezvousSettings
 from rdzv.core.records import decode_members, decode_round_doc
 from rdzv.errors import RendezvousClosedError, StoreError
-from rdzv.join import Joiner, NodeIdentity, Placement
-from rdzv.layout import Layout
-from rdzv.rendezvous import Rendezvous
+from rdzv.rendezvous.config import RendezvousSettings
+from rdzv.rendezvous.join import Joiner, NodeIdentity, Placement
+from rdzv.rendezvous.layout import Layout
+from rdzv.rendezvous.node import Rendezvous
 from rdzv.store.memory import MemoryStore
 from rdzv.testing import FakeClock
 

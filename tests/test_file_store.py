@@ -18,8 +18,8 @@ from rdzv.errors import (
 )
 from rdzv.registry import open_store
 from rdzv.store.base import LeaseInfo
-from rdzv.store.file import FileStore
-from rdzv.store.filedisk import key_to_name, name_to_key
+from rdzv.store.file.disk import key_to_name, name_to_key
+from rdzv.store.file.store import FileStore
 from rdzv.store.leasewatch import LeaseWatch
 from rdzv.testing import FakeClock
 from rdzv.testing.contract import StoreContract

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from rdzv.store.file import FileStore
+from rdzv.store.file.store import FileStore
 
 WORKER = Path(__file__).with_name("file_store_worker.py")
 PATIENCE = 20.0

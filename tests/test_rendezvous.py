@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pytest
 
 from rdzv.errors import ConfigurationError, RendezvousClosedError, RendezvousTimeoutError
-from rdzv.rendezvous import Change, Rendezvous, RendezvousInfo
+from rdzv.rendezvous.node import Change, Rendezvous, RendezvousInfo
 
 _runs = itertools.count()
 PATIENCE = 20.0

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from rdzv.rendezvous import Change, Rendezvous
+from rdzv.rendezvous.node import Change, Rendezvous
 from rdzv.testing.servers import ServerProcess, serve_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]

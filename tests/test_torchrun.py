@@ -150,11 +150,11 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_rdzv_is_listed_as_a_torchrun_handler_without_importing_torch() -> None:
     assert [h.target for h in torchrun_handlers() if h.name == "rdzv"] == [
-        "rdzv.torchrun_plugin:handler_creator"
+        "rdzv.torchrun.plugin:handler_creator"
     ]
 
 
-@pytest.mark.parametrize("first_import", ["", "import rdzv.torchrun"])
+@pytest.mark.parametrize("first_import", ["", "import rdzv.torchrun.handler"])
 def test_torch_registers_the_rdzv_handler_without_a_warning(first_import: str) -> None:
     """torch logs and swallows plugin errors, so the check is: registered and nothing logged."""
     code = f"""
@@ -181,7 +181,7 @@ def test_handler_over_a_single_node_hosts_the_round_store_and_maps_errors() -> N
     code = """
 from torch.distributed.elastic.rendezvous import api, rendezvous_handler_registry as registry
 import rdzv
-from rdzv.torchrun import translated_errors
+from rdzv.torchrun.handler import translated_errors
 params = api.RendezvousParameters("rdzv", "memory://", "job1", 1, 1, local_addr="127.0.0.1", timeout=900)
 handler = registry.create_handler(params)
 assert handler.get_backend() == "rdzv" and handler.get_run_id() == "job1" and handler.use_agent_store
@@ -218,9 +218,9 @@ for error, expected in cases:
         assert type(exc) is expected and exc.__cause__ is error, (error, exc)
 # A coordinator port taken since it was chosen: rank 0 hosts on another and publishes that one.
 import socket
-from rdzv.rendezvous import Rendezvous
+from rdzv.rendezvous.node import Rendezvous
 from rdzv.store.memory import MemoryStore
-from rdzv.torchrun import RdzvRendezvousHandler
+from rdzv.torchrun.handler import RdzvRendezvousHandler
 with socket.socket() as taken:
     taken.bind(("127.0.0.1", 0))
     taken.listen()

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from rdzv.errors import ConfigurationError
-from rdzv.torchrun_conf import VALID_KEYS, endpoint_url, parse_options
+from rdzv.torchrun.conf import VALID_KEYS, endpoint_url, parse_options
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,7 @@ def test_token_and_is_host_are_refused_for_other_backends() -> None:
 
 def test_the_entry_point_module_imports_no_torch() -> None:
     code = (
-        "import sys, rdzv.torchrun_plugin as p\n"
+        "import sys, rdzv.torchrun.plugin as p\n"
         "assert callable(p.handler_creator())\n"
         "assert 'torch' not in sys.modules\n"
     )

@@ -21,7 +21,7 @@ from rdzv.errors import (
     UnknownBackendError,
 )
 from rdzv.registry import open_store
-from rdzv.rendezvous import Change, Rendezvous, RendezvousInfo
+from rdzv.rendezvous.node import Change, Rendezvous, RendezvousInfo
 from rdzv.store.base import Capabilities, CasResult, Entry, Listing, Store
 
 __version__ = "0.1.0"

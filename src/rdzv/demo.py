@@ -26,10 +26,10 @@ from typing import Any
 
 import click
 
-from rdzv.layout import Layout
 from rdzv.registry import open_store
-from rdzv.rendezvous import Change, Rendezvous
-from rdzv.status import read_status
+from rdzv.rendezvous.layout import Layout
+from rdzv.rendezvous.node import Change, Rendezvous
+from rdzv.rendezvous.status import read_status
 from rdzv.testing.servers import serve_process
 
 NODES = 6

@@ -84,7 +84,7 @@ class _Backend:
 # Built-ins are imported lazily too: the etcd backend needs an optional extra.
 _BUILT_INS: dict[str, str] = {
     "memory": "rdzv.store.memory:MemoryStore.from_url",
-    "file": "rdzv.store.file:FileStore.from_url",
+    "file": "rdzv.store.file.store:FileStore.from_url",
     "tcp": "rdzv.store.tcp.client:TcpStore.from_url",
     "etcd": "rdzv.store.etcd:EtcdStore.from_url",
     "etcd+https": "rdzv.store.etcd:EtcdStore.from_url",

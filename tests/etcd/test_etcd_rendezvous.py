@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from rdzv.layout import Layout
 from rdzv.registry import open_store
+from rdzv.rendezvous.layout import Layout
 from rdzv.testing.etcd import EtcdCluster
 
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]

@@ -14,7 +14,7 @@ import sys
 import time
 
 from rdzv.errors import RendezvousClosedError
-from rdzv.rendezvous import Change, Rendezvous
+from rdzv.rendezvous.node import Change, Rendezvous
 
 
 def say(event: str, **fields: object) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from rdzv.bench.counting import CountingStore, Tally
 from rdzv.bench.stores import peak_rss_of
 from rdzv.registry import open_store
-from rdzv.rendezvous import Rendezvous
+from rdzv.rendezvous.node import Rendezvous
 from rdzv.store.base import Store
 
 __all__ = ["WorkerSpec", "run_worker"]

@@ -12,8 +12,8 @@ from types import FrameType
 import click
 
 from rdzv.cli.options import run_id, store_url
-from rdzv.config import ENV_VARS
-from rdzv.rendezvous import Rendezvous, RendezvousInfo
+from rdzv.rendezvous.config import ENV_VARS
+from rdzv.rendezvous.node import Rendezvous, RendezvousInfo
 
 SECONDS = click.FloatRange(min=0, min_open=True)
 

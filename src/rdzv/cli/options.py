@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from rdzv.config import ENV_VARS
+from rdzv.rendezvous.config import ENV_VARS
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -9,10 +9,10 @@ from typing import Any
 import click
 
 from rdzv.cli.options import store_url
-from rdzv.config import ENV_VARS
-from rdzv.layout import Layout
 from rdzv.registry import open_store
-from rdzv.status import RunStatus, read_status
+from rdzv.rendezvous.config import ENV_VARS
+from rdzv.rendezvous.layout import Layout
+from rdzv.rendezvous.status import RunStatus, read_status
 from rdzv.store.base import Store
 
 

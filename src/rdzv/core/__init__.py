@@ -1,7 +1,7 @@
 """Pure membership logic: records, completion decisions and rank assignment.
 
 Nothing here performs I/O, starts threads or reads a clock; callers pass
-``now``. ``rdzv.rendezvous`` drives these functions over a store.
+``now``. ``rdzv.rendezvous.node`` drives these functions over a store.
 """
 
 from rdzv.core.plan import attempt_delay, counts_as_waiting, plan_round

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from rdzv.core.plan import counts_as_waiting
 from rdzv.core.records import decode_members, decode_rank, decode_round_doc
-from rdzv.join import read_lobby_entry
-from rdzv.layout import Layout
+from rdzv.rendezvous.join import read_lobby_entry
+from rdzv.rendezvous.layout import Layout
 from rdzv.store.base import Store
 
 

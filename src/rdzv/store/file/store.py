@@ -24,8 +24,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from rdzv.errors import ConfigurationError, StoreCorruptedError, StoreError
 from rdzv.store.base import Capabilities, CasResult, Entry, LeaseInfo, Listing, Store
-from rdzv.store.filedisk import Disk, EntryRecord, name_to_key
-from rdzv.store.filetxn import Txn
+from rdzv.store.file.disk import Disk, EntryRecord, name_to_key
+from rdzv.store.file.txn import Txn
 from rdzv.store.leasewatch import LeaseWatch
 
 __all__ = ["FileStore"]

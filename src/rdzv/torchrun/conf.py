@@ -1,7 +1,7 @@
 """torchrun's ``--rdzv-endpoint`` and ``--rdzv-conf``, read as an rdzv store URL and settings.
 
 No torch import here: the rules are checked without torch, and
-:mod:`rdzv.torchrun` applies them to torch's ``RendezvousParameters``.
+:mod:`rdzv.torchrun.handler` applies them to torch's ``RendezvousParameters``.
 
 * ``--rdzv-endpoint=HOST:PORT`` (or ``HOST``, port 29400) is the embedded TCP
   store at that address, hosted by the node that owns it (``is_host=auto``) or
@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from rdzv.config import RendezvousSettings
 from rdzv.errors import ConfigurationError
+from rdzv.rendezvous.config import RendezvousSettings
 
 __all__ = ["DEFAULT_PORT", "VALID_KEYS", "TorchrunOptions", "parse_options"]
 

@@ -23,14 +23,14 @@ from dataclasses import replace
 from functools import partial
 from types import TracebackType
 
-from rdzv.config import RendezvousSettings
 from rdzv.core.plan import counts_as_waiting
 from rdzv.core.records import RoundDoc, RoundState, decode_members, decode_round_doc, encode
 from rdzv.errors import ConfigurationError, RendezvousStateError, RendezvousTimeoutError, StoreError
-from rdzv.heartbeat import Heartbeat
-from rdzv.join import Joiner, NodeIdentity, Placement, read_lobby_entry
-from rdzv.layout import Layout
 from rdzv.registry import open_store
+from rdzv.rendezvous.config import RendezvousSettings
+from rdzv.rendezvous.heartbeat import Heartbeat
+from rdzv.rendezvous.join import Joiner, NodeIdentity, Placement, read_lobby_entry
+from rdzv.rendezvous.layout import Layout
 from rdzv.retry import RetryPolicy
 from rdzv.store.base import Store
 

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from rdzv.config import RendezvousSettings
 from rdzv.core import plan
 from rdzv.core.ranks import assign_ranks
 from rdzv.core.records import (
@@ -27,7 +26,8 @@ from rdzv.core.records import (
     encode,
 )
 from rdzv.errors import RendezvousClosedError, StoreError
-from rdzv.layout import Layout
+from rdzv.rendezvous.config import RendezvousSettings
+from rdzv.rendezvous.layout import Layout
 from rdzv.store.base import Entry, Store
 
 

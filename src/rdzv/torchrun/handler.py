@@ -1,7 +1,7 @@
 """rdzv as a torchrun rendezvous backend (``torchrun --rdzv-backend=rdzv``): the only torch importer.
 
 torch finds the backend through the entry point ``rdzv`` in the group
-``torchrun.handlers`` (see :mod:`rdzv.torchrun_plugin`). The handler runs an
+``torchrun.handlers`` (see :mod:`rdzv.torchrun.plugin`). The handler runs an
 :class:`rdzv.rendezvous.Rendezvous` for membership, ranks and liveness, and
 gives torch's agent what its own c10d backend gives it:
 
@@ -38,9 +38,9 @@ from torch.distributed.elastic.rendezvous import api as torch_api
 
 from rdzv import errors
 from rdzv.registry import open_store
-from rdzv.rendezvous import Rendezvous, RendezvousInfo
+from rdzv.rendezvous.node import Rendezvous, RendezvousInfo
 from rdzv.store.base import Store
-from rdzv.torchrun_conf import parse_options
+from rdzv.torchrun.conf import parse_options
 
 __all__ = ["BACKEND", "RdzvRendezvousHandler", "create_handler"]
 

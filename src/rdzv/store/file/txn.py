@@ -14,7 +14,7 @@ import builtins
 from dataclasses import replace
 
 from rdzv.errors import StoreError
-from rdzv.store.filedisk import Disk, EntryRecord, LeaseRecord, Meta
+from rdzv.store.file.disk import Disk, EntryRecord, LeaseRecord, Meta
 
 __all__ = ["Txn"]
 
