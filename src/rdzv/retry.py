@@ -54,4 +54,6 @@ class RetryPolicy:
                     raise
                 log.warning("rdzv: %s failed (%s); retrying in %.2f s", what, exc, min(delay, remaining))
                 self.sleep(min(delay, remaining))
+                if self.clock() >= deadline:
+                    raise  # no time for another attempt: the error stands, not a "no time left"
                 delay = min(delay * 2, self.max_delay)
