@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from rdzv.errors import StoreUnavailableError
+from rdzv.errors import RendezvousTimeoutError, StoreTimeoutError, StoreUnavailableError
 from rdzv.registry import open_store
 from rdzv.rendezvous.layout import Layout
 from rdzv.rendezvous.node import Change, Rendezvous
 from rdzv.store.base import Store
-from rdzv.testing.faultproxy import FaultProxy
+from rdzv.testing.faultproxy import FaultProxy, Mode
 from rdzv.testing.net import free_port, wait_for_port
 from rdzv.testing.servers import ServerProcess, serve_process
 
@@ -206,3 +206,28 @@ def test_a_stalled_server_evicts_no_one_but_a_stopped_node_is_still_evicted(serv
         watcher.close()
         for node in nodes:
             node.stop()
+
+
+def test_with_the_store_silent_next_rendezvous_still_ends_within_join_timeout(server: ServerProcess) -> None:
+    """The store host dies without a reset (power loss): every byte vanishes, new connections hang."""
+    with FaultProxy() as proxy:
+        link = proxy.link("nodes->server", (server.host, server.port))
+        url = _url(link.port)  # 30 s per operation, as by default
+        nodes = [
+            Rendezvous(url, "job", 2, 2, addr="127.0.0.1", join_timeout=3, heartbeat_interval=0.5)
+            for _ in range(2)
+        ]
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                assert [i.world_size for i in pool.map(lambda n: n.next_rendezvous(), nodes)] == [2, 2]
+            link.set_mode(Mode.BLACKHOLE)
+            start = time.monotonic()
+            with pytest.raises((StoreTimeoutError, StoreUnavailableError, RendezvousTimeoutError)) as raised:
+                nodes[0].next_rendezvous()
+            took = time.monotonic() - start
+            print(f"silent store: gave up after {took:.2f} s with {raised.value!r}")
+            assert took < 3 + 1.0, f"next_rendezvous gave up after {took:.2f} s"
+        finally:
+            link.set_mode(Mode.REJECT)  # shutdown's revoke fails fast rather than waiting out its bound
+            for node in nodes:
+                node.shutdown()
