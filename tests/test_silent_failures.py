@@ -1,4 +1,4 @@
-"""Failures that make no noise: a store host killed, a flow dropped silently, a stalled server.
+"""Failures that make no noise: a store host killed, a flow dropped silently, a stalled store.
 
 Real ``rdzv serve`` and real node processes on loopback; faults staged with
 SIGKILL, SIGSTOP and :class:`rdzv.testing.faultproxy.FaultProxy`.
@@ -231,3 +231,42 @@ def test_with_the_store_silent_next_rendezvous_still_ends_within_join_timeout(se
             link.set_mode(Mode.REJECT)  # shutdown's revoke fails fast rather than waiting out its bound
             for node in nodes:
                 node.shutdown()
+
+
+LOCK_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_stalled_file_lock_holder_evicts_no_one(tmp_path: Path) -> None:
+    """A process holds the file store's lock past every lease (a holder stopped mid-write)."""
+    url = f"file://{tmp_path}?poll=0.05"
+    ttl = 0.5 * 3
+    nodes = [NodeProcess(url, f"n{i}", 2, 2, heartbeat=0.5, last_call=1) for i in range(2)]
+    holder: subprocess.Popen[str] | None = None
+    try:
+        round_ = {n.next("round")["round"] for n in nodes}.pop()
+        holder = subprocess.Popen(
+            [sys.executable, "-c", LOCK_HOLDER, str(tmp_path / ".lock")], stdout=subprocess.PIPE, text=True
+        )
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        time.sleep(ttl * 2)  # the fault itself: the lock is held this long
+        holder.kill()
+        holder.wait(10)
+        time.sleep(ttl + 1.0)  # an uncompensated store evicts everyone at once; give it every chance
+        with open_store(url) as fresh:  # a new observer: it judges no lease before a full ttl
+            assert set(_rank_leases(fresh, round_)) == {"n0", "n1"}
+        assert all(n.events.empty() for n in nodes), "a node saw a change after the stall"
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait(10)
+            if holder.stdout is not None:
+                holder.stdout.close()
+        for node in nodes:
+            node.stop()
