@@ -236,14 +236,19 @@ class Rendezvous:
 
         A change is a member lost (evicted or left), nodes waiting to join, a
         newer round, or the run closing. Costs nothing while nothing happens.
+        Returns (or raises the store's error) within ``timeout`` plus a moment.
         """
         placement = self._placement
         if placement is None:
             raise RendezvousStateError(
                 "wait_for_change needs a completed next_rendezvous()", run_id=self.run_id
             )
-        round_ = placement.doc.round
         deadline = self._clock() + timeout
+        with self._bounded(deadline + LAST_LOOK):  # what changed is read after the wait
+            return self._watch_round(placement, deadline)
+
+    def _watch_round(self, placement: Placement, deadline: float) -> str | None:
+        round_ = placement.doc.round
         since = placement.revision
         while True:
             remaining = deadline - self._clock()
