@@ -209,9 +209,9 @@ class Connection:
             remaining = deadline - time.monotonic()
             if pending.wait(min(max(remaining, 0.0), self.probe)):
                 return True
+            self._check_silence()  # also when the caller gives up: short calls still probe
             if remaining <= self.probe:
-                return False
-            self._check_silence()
+                return pending.wait(0)
 
     def _check_silence(self) -> None:
         now = time.monotonic()
