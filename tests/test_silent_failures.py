@@ -192,6 +192,7 @@ def test_a_stalled_server_evicts_no_one_but_a_stopped_node_is_still_evicted(serv
                 break
             time.sleep(0.1)  # polling the server's view of the leases
         assert _rank_leases(watcher, round_) == leases, "a healthy member was evicted after the stall"
+        assert watcher.server_stats()["stalled_seconds"] >= ttl  # type: ignore[attr-defined]
         assert all(n.events.empty() for n in nodes), "a node saw a change after the stall"
 
         victim, survivors = nodes[3], nodes[:3]

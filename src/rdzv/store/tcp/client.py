@@ -342,7 +342,8 @@ class TcpStore(Store):
         return None if raw is None else LeaseInfo(float(raw[0]), float(raw[1]))
 
     def server_stats(self) -> dict[str, Any]:
-        """Connections, keys, leases, waiters, ops total and ops/s of the server."""
+        """Connections, keys, leases, waiters, ops total and ops/s of the server, and the
+        seconds its event loop was stalled (given back to the leases)."""
         stats: dict[str, Any] = self._call("stats", [])
         return stats
 

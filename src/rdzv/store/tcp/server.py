@@ -183,6 +183,7 @@ class StoreServer:
             "revision": self.keys.revision,
             "ops_total": self.ops_total,
             "ops_per_second": round(rate, 1),
+            "stalled_seconds": round(self.stalled_total, 3),
         }
 
     # -- key operations ----------------------------------------------------------
