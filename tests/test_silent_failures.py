@@ -26,6 +26,7 @@ from rdzv.registry import open_store
 from rdzv.rendezvous.layout import Layout
 from rdzv.rendezvous.node import Change, Rendezvous
 from rdzv.store.base import Store
+from rdzv.store.deadline import bounded
 from rdzv.testing.faultproxy import FaultProxy, Mode
 from rdzv.testing.net import free_port, wait_for_port
 from rdzv.testing.servers import ServerProcess, serve_process
@@ -271,3 +272,25 @@ def test_a_stalled_file_lock_holder_evicts_no_one(tmp_path: Path) -> None:
                 holder.stdout.close()
         for node in nodes:
             node.stop()
+
+
+def test_short_calls_alone_notice_a_dropped_flow_and_reconnect(server: ServerProcess) -> None:
+    """A node past its join only heartbeats; each refresh gives up at its bound, before any probe
+    interval, yet the connection is still probed and replaced."""
+    with FaultProxy() as proxy:
+        link = proxy.link("c->server", (server.host, server.port))
+        with open_store(_url(link.port, probe=0.5)) as store:
+            lease = store.grant(30)
+            link.blackhole_flows()
+            dropped_at = time.monotonic()
+            refreshed = False
+            while not refreshed and time.monotonic() - dropped_at < PATIENCE:
+                try:
+                    with bounded(time.monotonic() + 0.3):  # as the heartbeat bounds each beat
+                        refreshed = store.refresh(lease)
+                except StoreTimeoutError:
+                    pass
+            took = time.monotonic() - dropped_at
+            assert refreshed
+            assert link.accepted == 2  # the dead connection was replaced by a fresh one
+            assert took < 0.5 * 3 + 2.0, f"a fresh connection after {took:.2f} s"
