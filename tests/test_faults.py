@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from rdzv import Rendezvous, RendezvousInfo, StoreTimeoutError, StoreUnavailableError
+from rdzv import (
+    AuthenticationError,
+    ConfigurationError,
+    RdzvError,
+    Rendezvous,
+    RendezvousInfo,
+    StoreStateLostError,
+    StoreTimeoutError,
+    StoreUnavailableError,
+)
 from rdzv.store.memory import MemoryStore
 from rdzv.testing.faults import FaultyStore
 
@@ -74,6 +84,25 @@ def test_a_store_down_past_the_join_timeout_raises_its_error(store: FaultyStore)
     node = Rendezvous(store, "job", 2, 2, addr="127.0.0.1", join_timeout=0.3)
     with pytest.raises(StoreUnavailableError, match="injected"):
         node.next_rendezvous()
+    node.shutdown()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        StoreStateLostError("restarted, state lost"),
+        AuthenticationError("bad token"),
+        ConfigurationError("bad"),
+    ],
+)
+def test_errors_that_waiting_cannot_clear_are_raised_at_once(store: FaultyStore, error: RdzvError) -> None:
+    store.fail("get", error, times=10_000)  # type: ignore[arg-type]
+    node = Rendezvous(store, "job", 2, 2, addr="127.0.0.1", join_timeout=30)
+    start = time.monotonic()
+    with pytest.raises(type(error)):
+        node.next_rendezvous()
+    assert time.monotonic() - start < 5.0  # not the 30 s join timeout
+    assert store.injected.count("get") == 1
     node.shutdown()
 
 

@@ -56,10 +56,10 @@ def test_is_host_1_on_a_taken_port_raises() -> None:
             TcpStore("127.0.0.1", host.address[1], token=TOKEN, is_host="1")
 
 
-def test_is_host_0_with_no_server_raises_unavailable_within_timeout() -> None:
-    store = TcpStore.from_url(f"tcp://127.0.0.1:{free_port()}?is_host=0&timeout=0.5")
+def test_a_refused_connection_fails_fast_whatever_the_operation_timeout() -> None:
+    store = TcpStore.from_url(f"tcp://127.0.0.1:{free_port()}?is_host=0&timeout=30")
     start = time.monotonic()
-    with store, pytest.raises(StoreUnavailableError, match="cannot reach"):
+    with store, pytest.raises(StoreUnavailableError, match="nothing listens"):
         store.get("k")
     assert time.monotonic() - start < FAST
 

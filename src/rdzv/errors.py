@@ -9,7 +9,8 @@
     ├── StoreError                                  raised by stores, translated at their edge
     │   ├── StoreUnavailableError (also ConnectionError)
     │   ├── StoreTimeoutError (also TimeoutError)
-    │   └── StoreCorruptedError
+    │   ├── StoreCorruptedError
+    │   └── StoreStateLostError                     the store restarted empty: waiting cannot help
     ├── AuthenticationError
     └── RendezvousError
         ├── RendezvousClosedError
@@ -33,6 +34,7 @@ __all__ = [
     "RendezvousTimeoutError",
     "StoreCorruptedError",
     "StoreError",
+    "StoreStateLostError",
     "StoreTimeoutError",
     "StoreUnavailableError",
     "UnknownBackendError",
@@ -89,6 +91,13 @@ class StoreTimeoutError(StoreError, TimeoutError):
 
 class StoreCorruptedError(StoreError):
     """The store holds data rdzv cannot read."""
+
+
+class StoreStateLostError(StoreError):
+    """The store lost what it held (its server restarted, or it was emptied).
+
+    Not transient: retrying cannot bring the state back, so it is raised at once.
+    """
 
 
 class AuthenticationError(RdzvError):

@@ -1,8 +1,14 @@
 """Retrying transient store failures until a deadline.
 
 Only ``StoreUnavailableError`` and ``StoreTimeoutError`` are retried: the
-store may come back (a reconnect, an etcd leader election). Every step a
-rendezvous retries is safe to repeat; see ``join.py``.
+store may come back (a reconnect, an etcd leader election). Anything else is
+raised at once, because waiting cannot clear it: ``StoreStateLostError`` (the
+store restarted empty), ``AuthenticationError``, ``ConfigurationError``.
+Every step a rendezvous retries is safe to repeat; see ``join.py``.
+
+Each attempt runs under the deadline (:func:`rdzv.store.deadline.bounded`), so
+no store call inside it outlives the caller: with the store gone, ``run``
+returns or raises by ``deadline``, not one operation timeout per attempt later.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from rdzv.errors import StoreTimeoutError, StoreUnavailableError
+from rdzv.store.deadline import bounded
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +30,11 @@ TRANSIENT = (StoreUnavailableError, StoreTimeoutError)
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff from ``first_delay`` to ``max_delay`` until ``deadline``."""
+    """Exponential backoff from ``first_delay`` to ``max_delay`` until ``deadline``.
+
+    ``deadline`` is read on ``clock``; store calls are bounded on ``time.monotonic``
+    by the same time left, so a fake clock in tests still bounds real calls sensibly.
+    """
 
     first_delay: float = 0.05
     max_delay: float = 1.0
@@ -35,11 +46,14 @@ class RetryPolicy:
         delay = self.first_delay
         while True:
             try:
-                return action()
+                with bounded(time.monotonic() + max(deadline - self.clock(), 0.0)):
+                    return action()
             except TRANSIENT as exc:
                 remaining = deadline - self.clock()
                 if remaining <= 0:
                     raise
                 log.warning("rdzv: %s failed (%s); retrying in %.2f s", what, exc, min(delay, remaining))
                 self.sleep(min(delay, remaining))
+                if self.clock() >= deadline:
+                    raise  # no time for another attempt: the error stands, not a "no time left"
                 delay = min(delay * 2, self.max_delay)

@@ -95,3 +95,39 @@ def test_wait_survives_a_restart_of_the_member_it_watches_through(etcd3: EtcdClu
         etcd3.restart(0)
         thread.join(PATIENCE)
         assert woken == [revision]
+
+
+def test_a_wait_during_lost_quorum_raises_store_timeout_rather_than_reporting_no_change(
+    etcd3: EtcdCluster,
+) -> None:
+    order = _leader_first(etcd3)
+    timeout = 2.0
+    survivor = order[2]
+    with open_store(etcd3.url("job", [survivor], timeout=timeout)) as store:
+        since = store.put("w/start", b"0")
+        outcome: list[BaseException | int | None] = []
+
+        def watch() -> None:
+            try:
+                outcome.append(store.wait("w/", since, PATIENCE))
+            except BaseException as exc:  # handed to the test thread
+                outcome.append(exc)
+
+        thread = threading.Thread(target=watch)
+        thread.start()
+        deadline = time.monotonic() + PATIENCE
+        while etcd3.watchers(survivor) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling member metrics until the watch is registered
+        etcd3.kill(order[0])
+        etcd3.kill(order[1])
+        killed_at = time.monotonic()
+        thread.join(PATIENCE)
+        took = time.monotonic() - killed_at
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], StoreTimeoutError), outcome
+        # etcd cancels a leaderless member's watches after a few election timeouts (1 s each here)
+        assert took < timeout + 10.0, f"the wait learned of the outage only after {took:.1f} s"
+        started = time.monotonic()
+        with pytest.raises(StoreTimeoutError):  # a new wait, too, while the quorum is gone
+            store.wait("w/", since, PATIENCE)
+        assert time.monotonic() - started < timeout + 5.0

@@ -3,6 +3,8 @@
 Liveness is a lease the store expires by its own clock: a node proves it is
 alive by refreshing the lease every ``interval`` seconds, O(1) bytes, and is
 evicted when ``ttl`` passes without a refresh. No host compares clocks.
+A refresh never blocks longer than one interval (the store call is bounded by
+it): a store that does not answer costs a missed beat, not a stuck thread.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import _thread
 import logging
 import threading
+import time
 
 from rdzv.errors import StoreError
 from rdzv.store.base import Store
+from rdzv.store.deadline import bounded
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,8 @@ class Heartbeat:
         try:
             while not self._stop.wait(self._interval):
                 try:
-                    self.beat()
+                    with bounded(time.monotonic() + self._interval):
+                        self.beat()
                 except StoreError as exc:
                     log.warning("rdzv node %s: heartbeat failed: %s", self._name, exc)
         finally:
@@ -85,6 +90,7 @@ class Heartbeat:
             lease, self._lease = self._lease, None
         if revoke and lease is not None:
             try:
-                self._store.revoke(lease)
+                with bounded(time.monotonic() + self._interval):
+                    self._store.revoke(lease)
             except StoreError as exc:
                 log.warning("rdzv node %s: could not revoke lease on shutdown: %s", self._name, exc)

@@ -33,12 +33,16 @@ from rdzv.rendezvous.join import Joiner, NodeIdentity, Placement, read_lobby_ent
 from rdzv.rendezvous.layout import Layout
 from rdzv.retry import RetryPolicy
 from rdzv.store.base import Store
+from rdzv.store.deadline import bounded
 
 __all__ = ["Change", "Rendezvous", "RendezvousInfo"]
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+LAST_LOOK = 0.5
+"""Seconds past the join deadline for one last look at the round, and again to leave the lobby."""
 
 
 class Change:
@@ -172,9 +176,10 @@ class Rendezvous:
         Raises ``RendezvousClosedError`` if the run is closed and
         ``RendezvousTimeoutError`` after ``join_timeout`` seconds.
         """
+        deadline = self._clock() + self.settings.join_timeout
         if self._left_behind is not None:  # last round's lobby key (see Joiner._settle)
             # Best effort: nobody reads a completed round's lobby, and the key dies with our lease.
-            with contextlib.suppress(StoreError):
+            with contextlib.suppress(StoreError), self._bounded(min(deadline, self._clock() + LAST_LOOK)):
                 self._store.delete(self._left_behind)
             self._left_behind = None
         joiner = Joiner(
@@ -185,16 +190,21 @@ class Rendezvous:
             self._placement,
             renew=self._heartbeat.beat,
         )
-        deadline = self._clock() + self.settings.join_timeout
         while True:
             now = self._clock()
-            outcome = self._retry.run(partial(joiner.step, now), deadline=deadline, what="a rendezvous step")
+            # Past the deadline, one last look (the round may just have completed), then give up.
+            step_until = max(deadline, now + LAST_LOOK) if now >= deadline else deadline
+            outcome = self._retry.run(
+                partial(joiner.step, now), deadline=step_until, what="a rendezvous step"
+            )
             if isinstance(outcome, Placement):
                 self._placement = outcome
                 self._left_behind = joiner.left_behind
                 return RendezvousInfo(self._store, outcome, self.run_id)
             if now >= deadline:
-                self._retry.run(joiner.leave_lobby, deadline=now + 1, what="leaving the lobby")
+                self._retry.run(
+                    joiner.leave_lobby, deadline=self._clock() + LAST_LOOK, what="leaving the lobby"
+                )
                 raise RendezvousTimeoutError(
                     f"rendezvous {self.run_id!r} did not complete within {self.settings.join_timeout} s "
                     f"(node {self.node_id} waiting for round {joiner.waiting_round})",
@@ -226,14 +236,19 @@ class Rendezvous:
 
         A change is a member lost (evicted or left), nodes waiting to join, a
         newer round, or the run closing. Costs nothing while nothing happens.
+        Returns (or raises the store's error) within ``timeout`` plus a moment.
         """
         placement = self._placement
         if placement is None:
             raise RendezvousStateError(
                 "wait_for_change needs a completed next_rendezvous()", run_id=self.run_id
             )
-        round_ = placement.doc.round
         deadline = self._clock() + timeout
+        with self._bounded(deadline + LAST_LOOK):  # what changed is read after the wait
+            return self._watch_round(placement, deadline)
+
+    def _watch_round(self, placement: Placement, deadline: float) -> str | None:
+        round_ = placement.doc.round
         since = placement.revision
         while True:
             remaining = deadline - self._clock()
@@ -256,8 +271,15 @@ class Rendezvous:
         return doc is not None and doc.closed
 
     def set_closed(self) -> None:
-        """Close the run: waiting and later joins raise ``RendezvousClosedError``."""
+        """Close the run: waiting and later joins raise ``RendezvousClosedError``.
+
+        Every store call ends within ``close_timeout``.
+        """
         deadline = self._clock() + self.settings.close_timeout
+        with self._bounded(deadline):
+            self._close_by(deadline)
+
+    def _close_by(self, deadline: float) -> None:
         while True:
             entry = self._store.get(Layout.doc)
             doc = decode_round_doc(entry.value, Layout.doc) if entry else RoundDoc(0, RoundState.COMPLETE)
@@ -284,6 +306,10 @@ class Rendezvous:
         if self._owns_store:
             self._root_store.close()
         return True
+
+    def _bounded(self, deadline: float) -> contextlib.AbstractContextManager[float]:
+        """Bound store calls by ``deadline``, read on this node's clock (tests may fake it)."""
+        return bounded(time.monotonic() + max(deadline - self._clock(), 0.0))
 
     def _doc(self) -> RoundDoc | None:
         entry = self._store.get(Layout.doc)

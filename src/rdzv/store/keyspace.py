@@ -188,6 +188,13 @@ class KeySpace:
             self.delete(key)
         return doomed
 
+    def extend_leases(self, seconds: float) -> None:
+        """Give every lease ``seconds`` more: time in which its holder could not be heard (a stall)."""
+        for record in self._leases.values():
+            record.deadline += seconds
+        self._expiry_heap = [(record.deadline, lease) for lease, record in self._leases.items()]
+        heapq.heapify(self._expiry_heap)
+
     def expire(self, now: float) -> builtins.list[str]:
         """Revoke every lease whose deadline has passed; return the keys deleted."""
         deleted: builtins.list[str] = []

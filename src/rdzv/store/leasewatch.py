@@ -52,6 +52,11 @@ class LeaseWatch:
         """The earliest time at which some lease, unchanged till then, is judged expired."""
         return min((s.since + s.ttl for s in self._seen.values()), default=math.inf)
 
+    def extend(self, seconds: float, now: float) -> None:
+        """Date every sighting ``seconds`` later (never past ``now``): time no refresh could be made."""
+        for sighting in self._seen.values():
+            sighting.since = min(sighting.since + seconds, max(now, sighting.since))
+
     def forget(self, lease: int) -> None:
         self._seen.pop(lease, None)
 

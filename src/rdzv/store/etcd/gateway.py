@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from rdzv.errors import AuthenticationError, StoreError, StoreTimeoutError, StoreUnavailableError
+from rdzv.store.deadline import time_left
 from rdzv.store.etcd.config import EtcdConfig
 
 __all__ = ["EtcdServerError", "Failures", "Gateway", "Json", "Reply", "retryable"]
@@ -169,7 +170,8 @@ class Gateway:
     # -- pieces shared with streaming watches -------------------------------
 
     def deadline(self) -> float:
-        return time.monotonic() + self.config.timeout
+        """When a call must end: after the store's timeout, or the caller's deadline if sooner."""
+        return time.monotonic() + time_left(self.config.timeout)
 
     def endpoints(self, deadline: float) -> Iterator[str]:
         """Endpoints to try, the preferred first, round after round with backoff, until ``deadline``."""

@@ -6,6 +6,12 @@ breaks (the member died or restarted) it is re-created on the next endpoint
 from the same revision, since nothing was seen yet. When that revision has been
 compacted away, the change history is gone: the watch reports the compaction
 revision as a change, and callers re-read.
+
+A member without a leader (the cluster lost its quorum) cancels the watch and
+refuses new ones (the gateway asks it to: ``hasleader``). A wait that has had
+no working stream for the store's ``timeout`` raises ``StoreTimeoutError``
+then, rather than report "nothing changed" at its end: members of a run learn
+of the outage instead of believing their round is quiet.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from typing import NoReturn
 
 import httpx
 
-from rdzv.errors import AuthenticationError, StoreError
+from rdzv.errors import AuthenticationError, StoreError, StoreTimeoutError
+from rdzv.store.deadline import time_left
 from rdzv.store.etcd.codec import b64, integer, prefix_end
 from rdzv.store.etcd.gateway import EtcdServerError, Failures, Gateway, Json, retryable
 
@@ -29,9 +36,33 @@ class _StreamLostError(Exception):
     """The stream must be re-created, on the next endpoint."""
 
 
+class _Health:
+    """Since when the wait has had no working watch stream (``None``: it has one)."""
+
+    def __init__(self) -> None:
+        self.broken_since: float | None = None
+
+    def broken(self, gateway: Gateway, full_prefix: str, why: BaseException) -> None:
+        now = time.monotonic()
+        self.broken_since = self.broken_since or now
+        if now - self.broken_since >= gateway.config.timeout:
+            raise _outage(gateway, full_prefix, why)
+
+
+def _outage(gateway: Gateway, full_prefix: str, why: BaseException | None) -> StoreTimeoutError:
+    error = StoreTimeoutError(
+        f"etcd {gateway.url} could not keep a watch for {gateway.config.timeout:g} s "
+        f"(no leader or lost quorum?): {why}",
+        url=gateway.url,
+        key=full_prefix,
+    )
+    error.__cause__ = why
+    return error
+
+
 def watch_for_change(gateway: Gateway, full_prefix: str, since: int, timeout: float) -> int | None:
     """The first revision after ``since`` that changed a key under ``full_prefix``, or ``None``."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + time_left(timeout)
     raw = full_prefix.encode()
     body = {
         "create_request": {
@@ -41,27 +72,34 @@ def watch_for_change(gateway: Gateway, full_prefix: str, since: int, timeout: fl
         }
     }
     failures = Failures()
+    health = _Health()
     reached = False
     for endpoint in gateway.endpoints(deadline):
         try:
             with gateway.stream(endpoint, "/v3/watch", body, deadline) as response:
                 reached = True
-                revision = _follow(gateway, response, since)
+                revision = _follow(gateway, response, since, health)
                 if revision is not None:
                     return revision
         except httpx.ReadTimeout:
-            return None  # reads may wait until the deadline: it has passed
+            if health.broken_since is None:
+                return None  # reads may wait until the deadline: it has passed
+            raise _outage(gateway, full_prefix, failures.last) from failures.last
         except httpx.TransportError as exc:
             gateway.note_failure(endpoint, exc, failures)
             reached |= not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+            health.broken(gateway, full_prefix, exc)
         except _StreamLostError as exc:
             gateway.note_failure(endpoint, exc, failures)
+            health.broken(gateway, full_prefix, exc)
     if not reached and failures.last is not None:
         raise gateway.exhausted(failures, full_prefix)
+    if health.broken_since is not None:
+        raise _outage(gateway, full_prefix, failures.last)
     return None
 
 
-def _follow(gateway: Gateway, response: httpx.Response, since: int) -> int | None:
+def _follow(gateway: Gateway, response: httpx.Response, since: int, health: _Health) -> int | None:
     """Read watch responses until a change; ``None`` when the server ended the stream."""
     if response.status_code != 200:
         response.read()
@@ -76,6 +114,8 @@ def _follow(gateway: Gateway, response: httpx.Response, since: int) -> int | Non
                 f"etcd {gateway.url} sent a watch message that is not JSON: {line[:200]!r}"
             ) from exc
         revision = _interpret(gateway, message, since)
+        if message.get("result", {}).get("created"):
+            health.broken_since = None  # a working stream again
         if revision is not None:
             return revision
     raise _StreamLostError("the watch stream ended")

@@ -25,7 +25,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from urllib.parse import quote, unquote
 import msgpack
 
 from rdzv.errors import StoreCorruptedError, StoreError, StoreTimeoutError, StoreUnavailableError
+from rdzv.store.deadline import time_left
 
 __all__ = ["FORMAT", "Disk", "EntryRecord", "LeaseRecord", "Meta", "key_to_name", "name_to_key"]
 
@@ -42,6 +43,9 @@ _TEMP_PREFIX = ".tmp-"
 _MAX_QUOTED = 180  # longer escaped names are hashed: NAME_MAX is 255 bytes on most filesystems
 _LOCK_POLL_MIN = 0.0005
 _LOCK_POLL_MAX = 0.01
+STALL = 0.25
+"""A wait this long for the lock (taken, or given up) means its holder stalled: nobody could
+refresh a lease meanwhile. Taking it normally costs milliseconds."""
 
 
 def key_to_name(key: str) -> str:
@@ -97,8 +101,21 @@ class _Lock:
 class Disk:
     """File-level access to one store directory; the single place I/O errors are translated."""
 
-    def __init__(self, root: Path, *, url: str, fsync: bool, lock_timeout: float) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        url: str,
+        fsync: bool,
+        lock_timeout: float,
+        on_stall: Callable[[float, float], None] | None = None,
+    ) -> None:
+        """``on_stall(start, end)`` hears, once the lock is taken, that it was unavailable from
+        ``start`` (a wait of ``STALL`` seconds or more began, even one that gave up) to ``end``."""
         self.root = root
+        self._on_stall = on_stall
+        self._stalled_since: float | None = None
+        """Start of a wait for the lock that gave up; the stall is reported when the lock is next taken."""
         self.url = url
         self.fsync = fsync
         self.keys_dir = root / "keys"
@@ -133,19 +150,31 @@ class Disk:
                     fcntl.flock(lock.fd, fcntl.LOCK_UN)
 
     def _flock(self, fd: int, mode: int) -> None:
-        deadline = time.monotonic() + self._lock.timeout
+        """Take the flock by the deadline; report a stall (see ``on_stall``) once it is taken."""
+        start = time.monotonic()
+        deadline = start + time_left(self._lock.timeout)
         delay = _LOCK_POLL_MIN
         while True:
             try:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
+                    if deadline - start >= STALL:  # the stall goes on; reported when it ends
+                        self._stalled_since = min(self._stalled_since or start, start)
                     raise StoreTimeoutError(
-                        f"could not lock {self._lock.path} within {self._lock.timeout} s", url=self.url
+                        f"could not lock {self._lock.path} within {deadline - start:.3g} s", url=self.url
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, _LOCK_POLL_MAX)
+                continue
+            end = time.monotonic()
+            since = start if end - start >= STALL else None
+            if self._stalled_since is not None:
+                since = min(since or end, self._stalled_since)
+                self._stalled_since = None
+            if since is not None and self._on_stall is not None:
+                self._on_stall(since, end)
+            return
 
     # -- meta -------------------------------------------------------------------
 

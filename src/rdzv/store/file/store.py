@@ -13,6 +13,7 @@ s; default 30), ``fsync`` (``1`` to fsync every write; default off).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -24,9 +25,12 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from rdzv.errors import ConfigurationError, StoreCorruptedError, StoreError
 from rdzv.store.base import Capabilities, CasResult, Entry, LeaseInfo, Listing, Store
+from rdzv.store.deadline import time_left
 from rdzv.store.file.disk import Disk, EntryRecord, name_to_key
 from rdzv.store.file.txn import Txn
 from rdzv.store.leasewatch import LeaseWatch
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FileStore"]
 
@@ -79,10 +83,11 @@ class FileStore(Store):
         self._poll_min = min(poll_min, poll)
         self._prune_after = prune_after
         self._clock = clock
-        self._disk = Disk(root, url=self.url, fsync=fsync, lock_timeout=timeout)
+        self._disk = Disk(root, url=self.url, fsync=fsync, lock_timeout=timeout, on_stall=self._stalled)
         self._watch = LeaseWatch()
         self._watch_lock = threading.Lock()
         self._next_check = -math.inf
+        self._compensated_until = -math.inf
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FileStore:
@@ -126,7 +131,7 @@ class FileStore(Store):
         return Listing(tuple(sorted(entries, key=lambda entry: entry.key)), revision)
 
     def wait(self, prefix: str, since: int, timeout: float) -> int | None:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + time_left(timeout)
         delay = self._poll_min
         scanned_at: int | None = None  # the revision of the last scan: skip rescanning it
         while True:
@@ -250,22 +255,40 @@ class FileStore(Store):
                 record = self._disk.read_lease(lease)
                 if record is not None and self._watch.observe(lease, record.counter, record.ttl, now):
                     lapsed[lease] = record.counter
-            self._watch.retain(set(leases) - set(lapsed))
+            self._watch.retain(set(leases))
             self._next_check = min(now + self._poll, self._watch.next_deadline())
         if lapsed:
             self._expire(lapsed)
 
     def _expire(self, lapsed: dict[int, int]) -> None:
         with self._disk.locked(exclusive=True):
+            # Judged again under the lock: a wait for it (a stalled holder) gave the leases time back.
+            now = self._clock()
+            with self._watch_lock:
+                due = {lease: c for lease, c in lapsed.items() if self._watch.remaining(lease, now) == 0.0}
             txn = Txn(self._disk, prune_after=self._prune_after)
-            for lease, counter in sorted(lapsed.items()):
+            for lease, counter in sorted(due.items()):
                 record = txn.lease(lease)
                 if record is not None and record.counter == counter:  # not refreshed meanwhile
                     txn.revoke(lease)
             txn.commit()
         with self._watch_lock:
-            for lease in lapsed:
+            for lease in due:
                 self._watch.forget(lease)
+
+    def _stalled(self, start: float, end: float) -> None:
+        """The lock was held elsewhere from ``start`` to ``end`` (monotonic): no refresh could land.
+
+        Every lease gets that time back (counted once when waits overlap), so a
+        stalled lock holder does not make this observer evict the living.
+        """
+        with self._watch_lock:
+            seconds = end - max(start, self._compensated_until)
+            self._compensated_until = max(self._compensated_until, end)
+            if seconds > 0:
+                held = end - start
+                log.warning("rdzv: the lock of %s was held for %.2f s: leases get it back", self.url, held)
+                self._watch.extend(seconds, self._clock())
 
     def _changed_since(self, prefix: str, since: int) -> tuple[int | None, int]:
         """The newest change after ``since`` under ``prefix`` (or None), and the revision read."""

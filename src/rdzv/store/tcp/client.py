@@ -3,7 +3,10 @@
 URL options (query parameters or keyword options to ``open_store``):
 
 ``token``      shared secret (default: the ``RDZV_TOKEN`` environment variable)
-``timeout``    seconds each operation may take, reconnects included (default 30)
+``timeout``    seconds each operation may take, reconnects included (default 30); a caller's
+               deadline (:func:`rdzv.store.deadline.bounded`) shortens it
+``probe``      seconds a request may wait with nothing received before the client pings
+               the server; silent ``2 * probe`` more and the connection is replaced (default 2)
 ``is_host``    ``auto`` (default): host the server in this process when HOST is an
                address of this machine and the port is free; ``1``: always host
                (error if the port cannot be bound); ``0``: never host
@@ -13,7 +16,9 @@ URL options (query parameters or keyword options to ``open_store``):
 
 A ``TcpStore`` is thread-safe: its threads share one connection, their requests
 pipelined. Every error reaches the caller as ``StoreUnavailableError``,
-``StoreTimeoutError``, ``StoreError`` or ``AuthenticationError`` (see ``_call``).
+``StoreTimeoutError``, ``StoreStateLostError``, ``StoreError`` or
+``AuthenticationError`` (see ``_call``). A refused connection (nothing listens)
+fails at once: waiting for the store to come back is the caller's retry policy.
 """
 
 from __future__ import annotations
@@ -26,18 +31,27 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from rdzv.errors import ConfigurationError, StoreError, StoreTimeoutError, StoreUnavailableError
+from rdzv.errors import (
+    ConfigurationError,
+    StoreError,
+    StoreStateLostError,
+    StoreTimeoutError,
+    StoreUnavailableError,
+)
 from rdzv.store.base import Capabilities, CasResult, Entry, LeaseInfo, Listing, Store
+from rdzv.store.deadline import current_deadline
 from rdzv.store.tcp.connection import Connection, ConnectionLostError, ServerError
 from rdzv.store.tcp.hosting import HostedServer, bind_listener, is_local_address, is_loopback
 
 __all__ = ["TcpStore"]
 
-OPTIONS = ("token", "timeout", "is_host", "tls", "ca", "tls_cert", "tls_key", "insecure")
+OPTIONS = ("token", "timeout", "probe", "is_host", "tls", "ca", "tls_cert", "tls_key", "insecure")
 BATCH = 4096
 """Most items in one ``put_many`` request (a few hundred KiB for rank records)."""
 RECONNECT_WINDOW = 2.0
 """After a connection is lost, how long to try to reach the same server again."""
+WAIT_MARGIN = 0.1
+"""A ``wait`` cut short by the caller's deadline ends this much earlier, so its reply is in time."""
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
@@ -47,6 +61,13 @@ def _flag(name: str, value: str | bool) -> bool:
     if value.lower() in _TRUE | _FALSE:
         return value.lower() in _TRUE
     raise ConfigurationError(f"option {name}={value!r} must be 1 or 0")
+
+
+def _seconds(options: dict[str, Any], name: str, default: float) -> float:
+    try:
+        return float(options.get(name, default))
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {options[name]!r}") from exc
 
 
 def _entry(key: str, raw: Any) -> Entry | None:
@@ -82,6 +103,7 @@ class TcpStore(Store):
         *,
         token: str | None = None,
         timeout: float = 30.0,
+        probe: float = 2.0,
         is_host: str = "auto",
         tls: bool = False,
         ca: str | None = None,
@@ -91,8 +113,10 @@ class TcpStore(Store):
     ) -> None:
         if is_host not in ("auto", "1", "0"):
             raise ConfigurationError(f"is_host must be auto, 1 or 0, got {is_host!r}")
-        if timeout <= 0:
-            raise ConfigurationError(f"timeout must be positive, got {timeout}")
+        for name, value in (("timeout", timeout), ("probe", probe)):
+            if not value > 0:
+                raise ConfigurationError(f"{name} must be a positive number of seconds, got {value}")
+        self.probe = probe
         self.url = f"tcp://{host}:{port}"
         self.address = (host, port)
         self.timeout = timeout
@@ -127,17 +151,12 @@ class TcpStore(Store):
             raise ConfigurationError(f"invalid port in store URL {url!r}") from exc
         if not parts.hostname or port is None:
             raise ConfigurationError(f"store URL {url!r} must be tcp://HOST:PORT")
-        try:
-            timeout = float(options.get("timeout", 30.0))
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"timeout must be a number of seconds, got {options['timeout']!r}"
-            ) from exc
         return cls(
             parts.hostname,
             port,
             token=options.get("token"),
-            timeout=timeout,
+            timeout=_seconds(options, "timeout", 30.0),
+            probe=_seconds(options, "probe", 2.0),
             is_host=str(options.get("is_host", "auto")).lower(),
             tls=_flag("tls", options.get("tls", False)),
             ca=options.get("ca") or None,
@@ -180,18 +199,19 @@ class TcpStore(Store):
         ``retry``: the request may be sent again after a lost connection (it is
         idempotent). ``wait``: seconds the server may legitimately hold it (a
         ``wait`` request, whose last argument is resent as the time still left).
+        The call ends by the caller's deadline, if one is in force.
         """
         start = time.monotonic()
-        deadline = start + self.timeout + wait
+        deadline, wait_until = self._deadlines(start, wait)
         while True:
-            conn = self._connection(deadline)
+            conn = self._connection(deadline, key)
             if wait:
-                args[-1] = max(start + wait - time.monotonic(), 0.0)
+                args[-1] = max(wait_until - time.monotonic(), 0.0)
             try:
                 req_id, pending = conn.send(op, args)
             except ConnectionLostError:
                 continue  # never sent: safe to retry on a new connection
-            if not pending.wait(max(deadline - time.monotonic(), 0)):
+            if not conn.await_reply(pending, deadline):
                 conn.abandon(req_id)
                 raise StoreTimeoutError(f"{op} got no reply from {self.url} in time", url=self.url, key=key)
             error = pending.error
@@ -205,7 +225,16 @@ class TcpStore(Store):
                     f"{op} on {self.url} failed{maybe}: {error}", url=self.url, key=key
                 ) from error
 
-    def _connection(self, deadline: float) -> Connection:
+    def _deadlines(self, start: float, wait: float) -> tuple[float, float]:
+        """When the call must end (its own timeout or the caller's deadline), and when a ``wait`` does."""
+        deadline, wait_until = start + self.timeout + wait, start + wait
+        bound = current_deadline()
+        if bound is not None and bound < deadline:
+            deadline = bound
+            wait_until = min(wait_until, bound - min(WAIT_MARGIN, max(bound - start, 0.0) / 4))
+        return deadline, wait_until
+
+    def _connection(self, deadline: float, key: str = "") -> Connection:
         with self._lock:
             if self._closed:
                 raise StoreUnavailableError(f"the store {self.url} is closed", url=self.url)
@@ -218,6 +247,8 @@ class TcpStore(Store):
                 if conn.lost is not None and conn.lost.final:
                     raise StoreUnavailableError(f"{self.url}: {conn.lost}", url=self.url) from conn.lost
                 deadline = min(deadline, time.monotonic() + RECONNECT_WINDOW)
+            if deadline <= time.monotonic():
+                raise StoreTimeoutError(f"no time left to reconnect to {self.url}", url=self.url, key=key)
             self._conn = self._connect(deadline)
             return self._conn
 
@@ -230,11 +261,14 @@ class TcpStore(Store):
                     self.address,
                     token=self._token,
                     tls=self._client_tls,
-                    timeout=max(remaining, 0.1),
+                    timeout=max(remaining, 0.01),
                     url=self.url,
+                    probe=self.probe,
                 )
             except ssl.SSLError as exc:
                 raise StoreUnavailableError(f"TLS with {self.url} failed: {exc}", url=self.url) from exc
+            except ConnectionRefusedError as exc:
+                raise StoreUnavailableError(f"nothing listens at {self.url}: {exc}", url=self.url) from exc
             except (OSError, ConnectionLostError) as exc:
                 if time.monotonic() + delay >= deadline:
                     raise StoreUnavailableError(
@@ -245,7 +279,7 @@ class TcpStore(Store):
                 continue
             if self._server_id is not None and conn.server_id != self._server_id:
                 conn.close()
-                raise StoreUnavailableError(
+                raise StoreStateLostError(
                     f"the store server at {self.url} was restarted and its state is lost", url=self.url
                 )
             self._server_id = conn.server_id
@@ -308,7 +342,8 @@ class TcpStore(Store):
         return None if raw is None else LeaseInfo(float(raw[0]), float(raw[1]))
 
     def server_stats(self) -> dict[str, Any]:
-        """Connections, keys, leases, waiters, ops total and ops/s of the server."""
+        """Connections, keys, leases, waiters, ops total and ops/s of the server, and the
+        seconds its event loop was stalled (given back to the leases)."""
         stats: dict[str, Any] = self._call("stats", [])
         return stats
 

@@ -4,6 +4,12 @@ Any thread may send a request (under a send lock); one reader thread receives
 every reply and hands it to the waiting caller by request id, so requests from
 many threads are pipelined on one socket and a blocked ``wait`` holds up no one.
 Errors here are internal (:class:`ConnectionLostError`); ``TcpStore`` translates them.
+
+A connection notices silent failure (a peer gone without a reset, a dropped
+flow): the kernel's TCP keepalive watches an idle socket, and a caller whose
+request has waited ``probe`` seconds with nothing at all received pings the
+server; still nothing ``2 * probe`` seconds after the ping, and the connection
+is declared lost, which fails every request on it (``TcpStore`` reconnects).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from typing import Any
 
 from rdzv.errors import AuthenticationError
@@ -26,6 +33,10 @@ log = logging.getLogger("rdzv.store.tcp.client")
 
 MAX_REPLY_FRAME = 64 * 1024 * 1024
 READ_CHUNK = 256 * 1024
+SILENT_PINGS = 2.0
+"""A connection silent this many probe intervals after a ping is lost."""
+KEEPALIVE = {"TCP_KEEPIDLE": 5, "TCP_KEEPINTVL": 2, "TCP_KEEPCNT": 3}
+"""Kernel keepalive: a peer silent for 5 s is probed every 2 s, and dropped after 3 misses."""
 
 
 class ConnectionLostError(Exception):
@@ -92,6 +103,13 @@ def _read_frame(sock: socket.socket, limit: int) -> Any:
         raise ConnectionLostError(f"the server sent an undecodable frame: {exc}") from exc
 
 
+def _keepalive(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in KEEPALIVE.items():
+        if hasattr(socket, name):  # Linux has all three; other systems some
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
 def _error_frame(message: Any) -> tuple[str, str] | None:
     if isinstance(message, list) and len(message) == 3 and message[0] == 0 and message[1] == p.ERROR:
         detail = message[2] if isinstance(message[2], dict) else {}
@@ -110,16 +128,21 @@ class Connection:
         tls: ssl.SSLContext | None,
         timeout: float,
         url: str,
+        probe: float = 2.0,
     ) -> None:
         self.url = url
+        self.probe = probe
         self._pending: dict[int, Pending] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
         self.lost: ConnectionLostError | None = None
+        self._last_received = time.monotonic()
+        self._ping_sent_at: float | None = None
         raw = socket.create_connection(address, timeout=timeout)
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _keepalive(raw)
             self.sock: socket.socket = tls.wrap_socket(raw, server_hostname=address[0]) if tls else raw
             self.server_id = self._handshake(token)
             self.sock.settimeout(None)
@@ -176,6 +199,40 @@ class Connection:
             raise ConnectionLostError(f"sending to the server failed: {exc}") from exc
         return req_id, pending
 
+    def await_reply(self, pending: Pending, deadline: float) -> bool:
+        """Wait for ``pending`` until ``deadline``, pinging a silent server; whether it arrived.
+
+        A connection found dead fails ``pending`` too, which then counts as arrived
+        (with ``pending.error`` set).
+        """
+        while True:
+            remaining = deadline - time.monotonic()
+            if pending.wait(min(max(remaining, 0.0), self.probe)):
+                return True
+            self._check_silence()  # also when the caller gives up: short calls still probe
+            if remaining <= self.probe:
+                return pending.wait(0)
+
+    def _check_silence(self) -> None:
+        now = time.monotonic()
+        ping = dead = False
+        with self._lock:
+            silent = now - self._last_received
+            if self.lost is not None or silent < self.probe:
+                return
+            if self._ping_sent_at is None or self._ping_sent_at < self._last_received:
+                self._ping_sent_at, ping = now, True
+            elif now - self._ping_sent_at >= SILENT_PINGS * self.probe:
+                dead = True
+        if ping:
+            with contextlib.suppress(ConnectionLostError):
+                self.send("ping", [])  # any reply at all proves the server alive; this one is dropped
+        if dead:
+            log.warning("rdzv: %s silent for %.1f s, even to a ping: connection dropped", self.url, silent)
+            self._fail(ConnectionLostError(f"the server sent nothing for {silent:.1f} s, not even to a ping"))
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)  # ends the reader thread
+
     def abandon(self, req_id: int) -> None:
         """Forget a request whose caller stopped waiting (its late reply is dropped)."""
         with self._lock:
@@ -204,6 +261,7 @@ class Connection:
             chunk = self.sock.recv(READ_CHUNK)
             if not chunk:
                 raise ConnectionLostError("the server closed the connection")
+            self._last_received = time.monotonic()
             buf += chunk
             offset = 0
             while len(buf) - offset >= 4:

@@ -2,7 +2,10 @@
 
 All state lives in the event loop's thread, so no locks are needed. Leases
 expire by this server's monotonic clock, on a timer set for the next deadline;
-a blocked ``wait`` is a registered :class:`~rdzv.store.tcp.waiters.Waiter`
+time in which the event loop itself was stalled (the process stopped, a long
+GC pause, a starved host) is given back to every lease before anything expires,
+since no client could be heard meanwhile (see :meth:`StoreServer._catch_up`).
+A blocked ``wait`` is a registered :class:`~rdzv.store.tcp.waiters.Waiter`
 answered when a matching key changes (no traffic while it waits).
 Run it with ``rdzv serve`` or inside a node (``rdzv.store.tcp.hosting``).
 """
@@ -29,6 +32,8 @@ __all__ = ["StoreServer", "new_event_loop"]
 log = logging.getLogger("rdzv.store.tcp.server")
 
 MAX_WAIT = 7 * 24 * 3600.0
+TICK = 0.25
+"""Period of the loop's lag probe; a gap between ticks beyond two periods is a stall."""
 Handler = Callable[[Session, int, list[Any]], Any]
 
 
@@ -72,6 +77,10 @@ class StoreServer:
         self._server: asyncio.AbstractServer | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._expiry_at = 0.0
+        self._tick: asyncio.TimerHandle | None = None
+        self._last_tick = clock()
+        self.stalled_total = 0.0
+        """Seconds of event-loop stall given back to the leases so far."""
         self.ops_total = 0
         self._window = (clock(), 0)
         self._rate = 0.0
@@ -110,6 +119,8 @@ class StoreServer:
             self._server = await loop.create_server(
                 lambda: Session(self), host, port, ssl=tls, backlog=4096, reuse_address=True
             )
+        self._last_tick = self._clock()
+        self._tick = loop.call_later(TICK, self._on_tick)
         address = self._server.sockets[0].getsockname()
         return str(address[0]), int(address[1])
 
@@ -121,6 +132,9 @@ class StoreServer:
             session.fail(p.KIND_SHUTDOWN, "the store server is shutting down")
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -169,6 +183,7 @@ class StoreServer:
             "revision": self.keys.revision,
             "ops_total": self.ops_total,
             "ops_per_second": round(rate, 1),
+            "stalled_seconds": round(self.stalled_total, 3),
         }
 
     # -- key operations ----------------------------------------------------------
@@ -318,7 +333,33 @@ class StoreServer:
         self._changed(self.keys.revoke(_arg(args, 0, int, "lease")))
         return None
 
+    def _on_tick(self) -> None:
+        self._catch_up()
+        self._tick = asyncio.get_running_loop().call_later(TICK, self._on_tick)
+
+    def _catch_up(self) -> None:
+        """Extend every lease by the time the loop was stalled since the last tick.
+
+        A tick due every ``TICK`` seconds that comes much later means nothing ran:
+        no refresh could be read, so no lease may lose that time. Called before any
+        expiry, so a stall is compensated before it could evict anyone; a node that
+        stopped while the loop ran on is evicted as usual.
+        """
+        now = self._clock()
+        lag = now - self._last_tick - TICK
+        self._last_tick = max(now, self._last_tick)
+        if lag <= TICK or self._tick is None:
+            return
+        log.warning("the event loop stalled for %.2f s: leases extended by as much", lag)
+        self.stalled_total += lag
+        self.keys.extend_leases(lag)
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        self._schedule_expiry()
+
     def _expire(self) -> None:
+        self._catch_up()
         deleted = self.keys.expire(self._clock())
         if deleted:
             log.debug("lease expiry deleted %d keys", len(deleted))
