@@ -1,7 +1,9 @@
 """One benchmark run: N simulated nodes in W worker processes against one fresh store.
 
-Nodes are threads: each worker process holds N/W of them, all sharing that
-worker's single store client (for tcp, one pipelined connection). The harness
+Nodes are threads: each worker process holds N/W of them. Each node has its
+own store client (``connections="per-node"``: it connects and authenticates
+after the release, as a node that starts does), or the nodes of a worker share
+one client connected beforehand (``"shared"``). The harness
 drives the phases over pipes and takes every time from ``time.monotonic()``,
 which is one clock for all processes of this machine:
 
@@ -32,7 +34,9 @@ from rdzv.bench.stores import StoreHost, start_store, start_torch_store
 from rdzv.bench.worker import WorkerSpec, peak_rss_mib, run_worker
 from rdzv.errors import RdzvError
 
-__all__ = ["BenchConfig", "run_rdzv", "run_torch"]
+__all__ = ["CONNECTIONS", "BenchConfig", "run_rdzv", "run_torch"]
+
+CONNECTIONS = ("per-node", "shared")
 
 _SPAWN = multiprocessing.get_context("spawn")
 
@@ -46,6 +50,8 @@ class BenchConfig:
     join_timeout: float = 60.0
     torch_timeout: float = 30.0
     steady_seconds: float = 4.0
+    connections: str = "per-node"
+    """``per-node`` (a store client per node) or ``shared`` (one per worker process)."""
 
     @property
     def lease_ttl(self) -> float:
@@ -135,7 +141,7 @@ def _specs(system: str, host: StoreHost, n: int, cfg: BenchConfig, victim: bool)
         groups.append((n - 1,))
     return [
         WorkerSpec(system, host.url, run_id, group, n, cfg.heartbeat_interval, cfg.heartbeat_misses,
-                   timeout, doomed)
+                   timeout, doomed, cfg.connections)
         for group in groups
     ]  # fmt: skip
 
@@ -170,6 +176,7 @@ def _phases(workers: list[_Worker], host: StoreHost, n: int, cfg: BenchConfig, o
     joined = _merge(_ask(workers, "go", 1, cfg.join_timeout + 10))
     after = host.cpu_seconds()
     out["server_cpu_s"] = None if after is None or server_cpu is None else after - server_cpu
+    out["server_cpu_ms_per_node"] = None if out["server_cpu_s"] is None else out["server_cpu_s"] * 1000 / n
     out["worker_cpu_s"] = sum(joined["cpu_s"])  # all node threads of all workers
     out["latency_s"] = _elapsed(joined, start)
     out["errors"] = joined["errors"]

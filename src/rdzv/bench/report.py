@@ -67,6 +67,7 @@ def summarize(n: int, ours: Sequence[dict[str, Any]], theirs: Sequence[dict[str,
         "heartbeat_bytes_per_node_s",
         "heartbeat_bytes_per_node_interval",
         "detect_bound_s",
+        "server_cpu_ms_per_node",
     ):
         summary[key] = _median(ours, key)
     summary["server_peak_mib"] = _max(ours, "server_peak_mib")
@@ -104,7 +105,7 @@ def _torch_cells(row: dict[str, Any]) -> list[str]:
 
 
 HEADER = (
-    "N", "ms med", "ms max", "torch ms", "torch/rdzv", "ops/node", "B/node", "B/node max",
+    "N", "ms med", "ms max", "torch ms", "torch/rdzv", "srv CPU ms/node", "ops/node", "B/node", "B/node max",
     "hb B/node/int", "hb ops/node/s", "detect ms", "bound ms", "rejoin ms", "server MiB", "worker MiB",
 )  # fmt: skip
 
@@ -119,6 +120,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
                 _ms(row["latency_s"]["median"]),
                 _ms(row["latency_s"]["max"]),
                 *_torch_cells(row),
+                _num(row.get("server_cpu_ms_per_node"), 3),
                 _num(row["ops_per_node"], 1),
                 _num(row["bytes_per_node"]),
                 _num(row["bytes_per_node_max"]),

@@ -62,7 +62,17 @@ def peak_rss_of(pid: int) -> float | None:
 
 
 def cpu_seconds_of(pid: int) -> float | None:
-    """User plus system CPU time a live process has used so far, from ``/proc`` (Linux)."""
+    """CPU time a live process has used so far: the nanosecond run time of its threads from
+    ``/proc/PID/task/*/schedstat`` (Linux), else user plus system time in clock ticks."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        total = 0
+        for task in tasks:
+            with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as schedstat:
+                total += int(schedstat.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
