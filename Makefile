@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[test,etcd,fast]"
+	$(PIP) install -q -e ".[test,etcd,fast,metrics,watch]"
 	touch $(STAMP)
 
 venv: $(STAMP)

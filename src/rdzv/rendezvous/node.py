@@ -31,6 +31,7 @@ from rdzv.rendezvous.config import RendezvousSettings
 from rdzv.rendezvous.heartbeat import Heartbeat
 from rdzv.rendezvous.join import Joiner, NodeIdentity, Placement, read_lobby_entry
 from rdzv.rendezvous.layout import Layout
+from rdzv.rendezvous.runmetrics import track_runs
 from rdzv.retry import RetryPolicy
 from rdzv.store.base import Store
 from rdzv.store.deadline import bounded
@@ -148,6 +149,7 @@ class Rendezvous:
             raise ConfigurationError(f"node_id {self.node_id!r} must be non-empty and contain no '/'")
         self._owns_store = isinstance(url_or_store, str)
         self._root_store = open_store(url_or_store) if isinstance(url_or_store, str) else url_or_store
+        track_runs(self._root_store)  # a hosting node with ?metrics_port= reports runs too
         self._store = self._root_store.scoped(Layout(run_id).prefix)
         self._node = NodeIdentity(
             self.node_id, host, (lambda: port) if port else _free_port, dict(labels or {})

@@ -13,6 +13,8 @@ URL options (query parameters or keyword options to ``open_store``):
 ``tls``        ``1`` to connect with TLS; ``ca`` names the CA file to trust
 ``tls_cert``, ``tls_key``  certificate and key when this process hosts with TLS
 ``insecure``   ``1`` lets a hosting node listen on a non-loopback address without a token
+``metrics_port``  a hosting node serves Prometheus metrics on HOST:PORT ``/metrics``
+               (``0``: a free port; needs ``rdzv[metrics]``); ignored by nodes that do not host
 
 A ``TcpStore`` is thread-safe: its threads share one connection, their requests
 pipelined. Every error reaches the caller as ``StoreUnavailableError``,
@@ -42,10 +44,13 @@ from rdzv.store.base import Capabilities, CasResult, Entry, LeaseInfo, Listing, 
 from rdzv.store.deadline import current_deadline
 from rdzv.store.tcp.connection import Connection, ConnectionLostError, ServerError
 from rdzv.store.tcp.hosting import HostedServer, bind_listener, is_local_address, is_loopback
+from rdzv.store.tcp.metrics import ServerMetrics
 
 __all__ = ["TcpStore"]
 
-OPTIONS = ("token", "timeout", "probe", "is_host", "tls", "ca", "tls_cert", "tls_key", "insecure")
+OPTIONS = (
+    "token", "timeout", "probe", "is_host", "tls", "ca", "tls_cert", "tls_key", "insecure", "metrics_port",
+)  # fmt: skip
 BATCH = 4096
 """Most items in one ``put_many`` request (a few hundred KiB for rank records)."""
 RECONNECT_WINDOW = 2.0
@@ -68,6 +73,18 @@ def _seconds(options: dict[str, Any], name: str, default: float) -> float:
         return float(options.get(name, default))
     except ValueError as exc:
         raise ConfigurationError(f"{name} must be a number of seconds, got {options[name]!r}") from exc
+
+
+def _port(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        port = int(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"metrics_port must be a port number (0-65535), got {value!r}") from exc
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(f"metrics_port must be a port number (0-65535), got {port}")
+    return port
 
 
 def _entry(key: str, raw: Any) -> Entry | None:
@@ -110,6 +127,7 @@ class TcpStore(Store):
         tls_cert: str | None = None,
         tls_key: str | None = None,
         insecure: bool = False,
+        metrics_port: int | None = None,
     ) -> None:
         if is_host not in ("auto", "1", "0"):
             raise ConfigurationError(f"is_host must be auto, 1 or 0, got {is_host!r}")
@@ -128,8 +146,10 @@ class TcpStore(Store):
         self._server_id: str | None = None
         self._closed = False
         self.hosted: HostedServer | None = None
+        self.metrics_address: tuple[str, int] | None = None
+        """Where a hosting store serves its metrics (``metrics_port``)."""
         if is_host == "1" or (is_host == "auto" and port and is_local_address(host)):
-            self._host(host, port, is_host == "1", server_tls(tls_cert, tls_key), insecure)
+            self._host(host, port, is_host == "1", server_tls(tls_cert, tls_key), insecure, metrics_port)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> TcpStore:
@@ -163,6 +183,7 @@ class TcpStore(Store):
             tls_cert=options.get("tls_cert") or None,
             tls_key=options.get("tls_key") or None,
             insecure=_flag("insecure", options.get("insecure", False)),
+            metrics_port=_port(options.get("metrics_port")),
         )
 
     @staticmethod
@@ -172,7 +193,15 @@ class TcpStore(Store):
         except (OSError, ssl.SSLError) as exc:
             raise ConfigurationError(f"cannot load CA file {ca!r}: {exc}") from exc
 
-    def _host(self, host: str, port: int, forced: bool, tls: ssl.SSLContext | None, insecure: bool) -> None:
+    def _host(
+        self,
+        host: str,
+        port: int,
+        forced: bool,
+        tls: ssl.SSLContext | None,
+        insecure: bool,
+        metrics_port: int | None,
+    ) -> None:
         if self._token is None and not insecure and not is_loopback(host):
             raise ConfigurationError(
                 f"refusing to host the store on non-loopback {host} without a token; "
@@ -186,7 +215,20 @@ class TcpStore(Store):
             if forced:
                 raise StoreUnavailableError(f"is_host=1 but {host}:{port} is already in use", url=self.url)
             return
-        self.hosted = HostedServer(sock, token=self._token, tls=tls)
+        metrics = None
+        if metrics_port is not None:
+            metrics = ServerMetrics()
+            try:
+                self.metrics_address = metrics.serve_http(host, metrics_port)
+            except ConfigurationError:
+                sock.close()
+                raise
+        try:
+            self.hosted = HostedServer(sock, token=self._token, tls=tls, metrics=metrics)
+        except BaseException:
+            if metrics is not None:
+                metrics.close()
+            raise
         if port == 0:  # is_host=1 with port 0: an ephemeral port, now known
             self.address = (host, self.hosted.address[1])
             self.url = f"tcp://{host}:{self.address[1]}"

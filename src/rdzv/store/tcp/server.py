@@ -19,13 +19,16 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rdzv.store.base import Entry
 from rdzv.store.keyspace import KeySpace, LeaseNotFoundError
 from rdzv.store.tcp import protocol as p
 from rdzv.store.tcp.session import DEFERRED, RequestRejectedError, Session
 from rdzv.store.tcp.waiters import Waiter, WaiterIndex
+
+if TYPE_CHECKING:
+    from rdzv.store.tcp.metrics import ServerMetrics
 
 __all__ = ["StoreServer", "new_event_loop"]
 
@@ -66,8 +69,14 @@ class StoreServer:
         token: bytes | None,
         limits: p.Limits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.token = token
+        self.metrics = metrics
+        """Prometheus metrics (``rdzv.store.tcp.metrics``), when they are served."""
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.auth_failures = 0
         self.limits = limits or p.Limits()
         self.server_id = os.urandom(8).hex()
         self.keys = KeySpace()
@@ -101,6 +110,11 @@ class StoreServer:
             "ping": lambda s, i, a: None,
         }
 
+    @property
+    def operations(self) -> list[str]:
+        """The operations this server answers (the values of the metrics' ``op`` label)."""
+        return list(self._handlers)
+
     # -- lifecycle ------------------------------------------------------------
 
     async def start(
@@ -121,6 +135,8 @@ class StoreServer:
             )
         self._last_tick = self._clock()
         self._tick = loop.call_later(TICK, self._on_tick)
+        if self.metrics is not None:
+            self.metrics.bind(self, loop)
         address = self._server.sockets[0].getsockname()
         return str(address[0]), int(address[1])
 
@@ -160,7 +176,13 @@ class StoreServer:
             raise p.ProtocolError(f"unknown operation {op!r}")
         self._count_op()
         self._expire()
-        return handler(session, req_id, args)
+        if self.metrics is None:
+            return handler(session, req_id, args)
+        started = time.perf_counter()
+        try:
+            return handler(session, req_id, args)
+        finally:
+            self.metrics.observe(op, time.perf_counter() - started)
 
     def _count_op(self) -> None:
         self.ops_total += 1
@@ -184,6 +206,9 @@ class StoreServer:
             "ops_total": self.ops_total,
             "ops_per_second": round(rate, 1),
             "stalled_seconds": round(self.stalled_total, 3),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "auth_failures": self.auth_failures,
         }
 
     # -- key operations ----------------------------------------------------------
@@ -305,6 +330,8 @@ class StoreServer:
         waiter.finish(None)
 
     def _changed(self, keys: Sequence[str]) -> None:
+        if self.metrics is not None:
+            self.metrics.changed(self.keys, keys)
         if keys and len(self.waiters):
             self.waiters.wake(keys, self.keys.revision)
 

@@ -88,6 +88,7 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.server.bytes_in += len(data)
         self._buffer += data
         try:
             self._drain_frames()
@@ -173,13 +174,17 @@ class Session(asyncio.Protocol):
 
     def _flush(self) -> None:
         if self._out and not self.closed and self.transport is not None:
-            self.transport.write(b"".join(self._out))
+            data = b"".join(self._out)
+            self.server.bytes_out += len(data)
+            self.transport.write(data)
         self._out.clear()
 
     def fail(self, kind: str, message: str) -> None:
         """Send an error frame, log it, and close this connection only."""
         if self.closed:
             return
+        if kind == p.KIND_AUTH:
+            self.server.auth_failures += 1
         log_at = logging.INFO if kind == p.KIND_SHUTDOWN else logging.WARNING
         log.log(log_at, "closing connection from %s: %s: %s", self.peer, kind, message)
         self._write(p.encode([0, p.ERROR, {"kind": kind, "message": message}]))
