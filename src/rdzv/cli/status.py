@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from typing import Any
 
 import click
 
 from rdzv.cli.options import store_url
+from rdzv.cli.watchview import rich_available, watch_live
 from rdzv.registry import open_store
 from rdzv.rendezvous.config import ENV_VARS
 from rdzv.rendezvous.layout import Layout
@@ -20,7 +22,10 @@ from rdzv.store.base import Store
 @store_url
 @click.option("--run-id", envvar=ENV_VARS["run_id"], help="The run to show (not needed with --server).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@click.option("--watch", is_flag=True, help="Redraw whenever the run changes (Ctrl-C to stop).")
+@click.option(
+    "--watch", is_flag=True,
+    help="Redraw whenever the run changes (Ctrl-C to stop); a live table on a terminal with rdzv[watch].",
+)  # fmt: skip
 @click.option("--server", is_flag=True, help="Show the tcp:// server's counters instead of a run.")
 def status(url: str, run_id: str | None, as_json: bool, watch: bool, server: bool) -> None:
     """Show a run's current round: state, members with rank, address and last
@@ -37,6 +42,8 @@ def status(url: str, run_id: str | None, as_json: bool, watch: bool, server: boo
             return
         if not run_id:
             raise click.UsageError("--run-id is required (or --server for the server's counters)")
+        if watch and not as_json and _live_view(store, run_id):
+            return
         while True:
             current = read_status(store, run_id)
             if watch:
@@ -45,6 +52,17 @@ def status(url: str, run_id: str | None, as_json: bool, watch: bool, server: boo
             if not watch:
                 return
             store.wait(Layout(run_id).prefix, current.revision, 2.0)
+
+
+def _live_view(store: Store, run_id: str) -> bool:
+    """Draw ``--watch`` with rich on a terminal; ``False`` where the plain redraw is used."""
+    if not sys.stdout.isatty():
+        return False
+    if not rich_available():
+        click.echo("rdzv status: pip install 'rdzv[watch]' for a live table; plain redraw", err=True)
+        return False
+    watch_live(store, run_id)
+    return True
 
 
 def render(run: RunStatus) -> str:
