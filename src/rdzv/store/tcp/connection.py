@@ -1,8 +1,12 @@
 """The client's side of one connection: handshake, then multiplexed requests.
 
-Any thread may send a request (under a send lock); one reader thread receives
-every reply and hands it to the waiting caller by request id, so requests from
-many threads are pipelined on one socket and a blocked ``wait`` holds up no one.
+Any thread may send a request (under a send lock); replies are matched to their
+callers by request id, so requests from many threads are pipelined on one socket
+and a blocked ``wait`` holds up no one. Who reads the socket: a caller waiting
+for a reply reads it itself when no one else does (the *reader*; one caller
+waiting for one reply costs no thread hand-off), handing every other reply to
+its caller; when no caller reads, the process's one I/O thread
+(``reactor.py``) does. So a process needs no thread per connection.
 Errors here are internal (:class:`ConnectionLostError`); ``TcpStore`` translates them.
 
 A connection notices silent failure (a peer gone without a reset, a dropped
@@ -18,6 +22,7 @@ import contextlib
 import itertools
 import logging
 import os
+import select
 import socket
 import ssl
 import threading
@@ -26,6 +31,7 @@ from typing import Any
 
 from rdzv.errors import AuthenticationError
 from rdzv.store.tcp import protocol as p
+from rdzv.store.tcp.reactor import reactor
 
 __all__ = ["Connection", "ConnectionLostError", "Pending", "ServerError"]
 
@@ -75,6 +81,9 @@ class Pending:
         """Mark the reply (or error) delivered; called once, by whoever removed it from the table."""
         self._signal.release()
 
+    def is_set(self) -> bool:
+        return not self._signal.locked()
+
     def wait(self, timeout: float) -> bool:
         """Whether the reply arrived within ``timeout`` seconds."""
         if self._signal.acquire(timeout=max(timeout, 0.0)):
@@ -118,7 +127,7 @@ def _error_frame(message: Any) -> tuple[str, str] | None:
 
 
 class Connection:
-    """An authenticated socket plus the reader thread that dispatches replies."""
+    """An authenticated socket whose replies are read by a waiting caller or the I/O thread."""
 
     def __init__(
         self,
@@ -139,6 +148,12 @@ class Connection:
         self.lost: ConnectionLostError | None = None
         self._last_received = time.monotonic()
         self._ping_sent_at: float | None = None
+        self._read_lock = threading.Lock()
+        """Held by whoever reads the socket now: a caller, or the I/O thread."""
+        self._caller_reads = False
+        """A caller reads (the I/O thread must not watch the socket meanwhile); under ``_lock``."""
+        self._buffer = bytearray()
+        self._tls = tls is not None
         raw = socket.create_connection(address, timeout=timeout)
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -149,8 +164,9 @@ class Connection:
         except BaseException:
             raw.close()
             raise
-        self._reader = threading.Thread(target=self._read_loop, name=f"rdzv-tcp-reader {url}", daemon=True)
-        self._reader.start()
+        self._poll = select.poll()  # for a caller reading: poll, unlike select, takes any fd number
+        self._poll.register(self.sock, select.POLLIN)
+        reactor().watch(self.sock, self._on_readable)
 
     def _handshake(self, token: bytes | None) -> str:
         hello = _read_frame(self.sock, p.HANDSHAKE_FRAME_MAX)
@@ -202,16 +218,87 @@ class Connection:
     def await_reply(self, pending: Pending, deadline: float) -> bool:
         """Wait for ``pending`` until ``deadline``, pinging a silent server; whether it arrived.
 
-        A connection found dead fails ``pending`` too, which then counts as arrived
-        (with ``pending.error`` set).
+        The caller reads the socket itself while no one else does; otherwise its
+        reply is handed to it. A connection found dead fails ``pending`` too,
+        which then counts as arrived (with ``pending.error`` set).
         """
         while True:
             remaining = deadline - time.monotonic()
-            if pending.wait(min(max(remaining, 0.0), self.probe)):
+            step = min(max(remaining, 0.0), self.probe)
+            if pending.is_set() or (
+                self._read_as_caller(pending, step) if self._lead() else pending.wait(step)
+            ):
                 return True
             self._check_silence()  # also when the caller gives up: short calls still probe
             if remaining <= self.probe:
-                return pending.wait(0)
+                return pending.is_set()
+
+    def _lead(self) -> bool:
+        """Become the socket's reader if no caller is; the I/O thread then stops watching it."""
+        with self._lock:
+            if self._caller_reads or self.lost is not None:
+                return False
+            self._caller_reads = True
+        reactor().unwatch(self.sock)
+        return True
+
+    def _read_as_caller(self, pending: Pending, timeout: float) -> bool:
+        """Read and dispatch replies until ``pending`` has its own, or ``timeout``; whether it has."""
+        until = time.monotonic() + timeout
+        try:
+            with self._read_lock:  # the I/O thread may be finishing a read it began before
+                while not pending.is_set():
+                    left = until - time.monotonic()
+                    if left <= 0 or not self._readable(left):
+                        break
+                    self._read_available()
+        finally:
+            with self._lock:
+                self._caller_reads = False
+                if self.lost is None:
+                    reactor().watch(self.sock, self._on_readable)
+        return pending.is_set()
+
+    def _readable(self, timeout: float) -> bool:
+        if self._tls and self.sock.pending():  # type: ignore[attr-defined]  # decrypted bytes wait in TLS
+            return True
+        try:
+            return bool(self._poll.poll(timeout * 1000))
+        except (OSError, ValueError):
+            return True  # the next read reports what is wrong
+
+    def _on_readable(self) -> None:
+        """The I/O thread: the socket has data and no caller reads it."""
+        if self._caller_reads or not self._read_lock.acquire(blocking=False):
+            return  # a caller took over meanwhile
+        try:
+            if not self._caller_reads and self.lost is None:
+                self._read_available()
+        finally:
+            self._read_lock.release()
+
+    def _read_available(self) -> None:
+        """Receive what has arrived and dispatch every complete reply; fail the connection on error."""
+        try:
+            while True:
+                chunk = (
+                    self.sock.recv(READ_CHUNK)
+                    if self._tls
+                    else self.sock.recv(READ_CHUNK, socket.MSG_DONTWAIT)
+                )
+                if not chunk:
+                    raise ConnectionLostError("the server closed the connection")
+                self._last_received = time.monotonic()
+                self._buffer += chunk
+                self._dispatch_frames()
+                if not (self._tls and self.sock.pending()):  # type: ignore[attr-defined]
+                    return
+        except (BlockingIOError, InterruptedError):
+            return
+        except ConnectionLostError as exc:
+            self._fail(exc)
+        except (OSError, ValueError) as exc:
+            self._fail(ConnectionLostError(f"connection to the server failed: {exc}"))
 
     def _check_silence(self) -> None:
         now = time.monotonic()
@@ -231,39 +318,25 @@ class Connection:
             log.warning("rdzv: %s silent for %.1f s, even to a ping: connection dropped", self.url, silent)
             self._fail(ConnectionLostError(f"the server sent nothing for {silent:.1f} s, not even to a ping"))
             with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)  # ends the reader thread
+                self.sock.shutdown(socket.SHUT_RDWR)
 
     def abandon(self, req_id: int) -> None:
         """Forget a request whose caller stopped waiting (its late reply is dropped)."""
         with self._lock:
             self._pending.pop(req_id, None)
 
-    # -- reader thread ---------------------------------------------------------
+    # -- replies ------------------------------------------------------------------
 
-    def _read_loop(self) -> None:
-        try:
-            self._read_replies()
-        except ConnectionLostError as exc:
-            self._fail(exc)
-        except (OSError, ValueError) as exc:
-            self._fail(ConnectionLostError(f"connection to the server failed: {exc}"))
+    def _dispatch_frames(self) -> None:
+        """Dispatch every complete frame in the buffer, keeping a partial one.
 
-    def _read_replies(self) -> None:
-        """Receive in large chunks and dispatch every complete frame in each.
-
-        One ``recv`` per burst of replies, not two per reply: each ``recv``
-        gives up the GIL, and in a process with many busy threads taking it
-        back can cost a whole switch interval (5 ms), so a herd of 2,000
-        replies read one by one would take seconds.
+        Many replies that arrive together are read in one ``recv`` and dispatched
+        in one pass: each ``recv`` gives up the GIL, and in a process with many
+        busy threads taking it back can cost a whole switch interval (5 ms).
         """
-        buf = bytearray()
-        while True:
-            chunk = self.sock.recv(READ_CHUNK)
-            if not chunk:
-                raise ConnectionLostError("the server closed the connection")
-            self._last_received = time.monotonic()
-            buf += chunk
-            offset = 0
+        buf = self._buffer
+        offset = 0
+        try:
             while len(buf) - offset >= 4:
                 (size,) = p.HEADER.unpack_from(buf, offset)
                 if size > MAX_REPLY_FRAME:
@@ -280,6 +353,7 @@ class Connection:
                 offset = end
                 if not self._dispatch(message):
                     return
+        finally:
             del buf[:offset]
 
     def _dispatch(self, message: Any) -> bool:
@@ -310,6 +384,7 @@ class Connection:
             if self.lost is None:
                 self.lost = error
             waiting, self._pending = self._pending, {}
+        reactor().unwatch(self.sock)
         for pending in waiting.values():
             pending.error = self.lost
             pending.set()
@@ -318,6 +393,5 @@ class Connection:
         self._fail(ConnectionLostError("the store was closed", final=True))
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        if threading.current_thread() is not self._reader:
-            self._reader.join(5)
-        self.sock.close()
+        with self._read_lock:  # no read in progress may meet a closed descriptor
+            self.sock.close()
