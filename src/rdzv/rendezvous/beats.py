@@ -2,9 +2,11 @@
 
 A process holding many nodes (a launcher, an agent per GPU, the benchmark)
 used to run a heartbeat thread per node; here one timer thread keeps a heap of
-due times and hands each due beat to a small pool of worker threads, so a slow
-store call delays other beats by at most one worker's share, never a whole
-timer. A task returns the seconds until it should run again, or ``None`` to end.
+due times and hands each due beat to a pool of worker threads. A beat is mostly
+a wait for the store's reply, so the pool grows (up to :data:`MAX_WORKERS`)
+while beats are due and every worker is busy: a thousand leases due at once are
+refreshed by many requests in flight, not one after another. A task returns
+the seconds until it should run again, or ``None`` to end.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from collections.abc import Callable
 
 __all__ = ["BeatHandle", "BeatScheduler", "scheduler"]
 
-WORKERS = 4
-"""Threads running due beats; beats of different nodes run in parallel up to this many."""
+MIN_WORKERS = 2
+MAX_WORKERS = 64
+"""Most threads running due beats at once (requests in flight for a process's leases)."""
 
 Task = Callable[[], "float | None"]
 
@@ -51,12 +54,14 @@ class BeatHandle:
 class BeatScheduler:
     """A timer thread and a few workers running every scheduled task of the process."""
 
-    def __init__(self, workers: int = WORKERS) -> None:
+    def __init__(self, max_workers: int = MAX_WORKERS) -> None:
         self._heap: list[tuple[float, int, BeatHandle]] = []
         self._order = itertools.count()
         self._cond = threading.Condition()
         self._ready: deque[BeatHandle] = deque()
-        self._workers = workers
+        self._max_workers = max(max_workers, 1)
+        self._workers = 0
+        self._idle_workers = 0
         self._started = False
 
     def schedule(self, task: Task, delay: float) -> BeatHandle:
@@ -76,9 +81,14 @@ class BeatScheduler:
             if not self._started:
                 self._started = True
                 threading.Thread(target=self._timer, name="rdzv-beats-timer", daemon=True).start()
-                for i in range(self._workers):
-                    threading.Thread(target=self._work, name=f"rdzv-beats-{i}", daemon=True).start()
+                for _ in range(min(MIN_WORKERS, self._max_workers)):
+                    self._add_worker()
             self._cond.notify_all()
+
+    def _add_worker(self) -> None:
+        """Start one more worker (called holding ``_cond``)."""
+        self._workers += 1
+        threading.Thread(target=self._work, name=f"rdzv-beats-{self._workers}", daemon=True).start()
 
     def _timer(self) -> None:
         with self._cond:
@@ -90,15 +100,21 @@ class BeatScheduler:
                         handle._idle.clear()
                         self._ready.append(handle)
                 if self._ready:
+                    if len(self._ready) > self._idle_workers and self._workers < self._max_workers:
+                        self._add_worker()
                     self._cond.notify_all()
                 self._cond.wait(self._heap[0][0] - now if self._heap else None)
 
     def _work(self) -> None:
         while True:
             with self._cond:
+                self._idle_workers += 1
                 while not self._ready:
                     self._cond.wait()
+                self._idle_workers -= 1
                 handle = self._ready.popleft()
+                if self._ready and not self._idle_workers and self._workers < self._max_workers:
+                    self._add_worker()  # more beats due than hands free
             self._run(handle)
 
     def _run(self, handle: BeatHandle) -> None:

@@ -25,6 +25,7 @@ import os
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from typing import Any
@@ -154,6 +155,8 @@ class Connection:
         """A caller reads (the I/O thread must not watch the socket meanwhile); under ``_lock``."""
         self._buffer = bytearray()
         self._tls = tls is not None
+        self._recv_timeout = 0
+        """Microseconds of ``SO_RCVTIMEO`` set on the socket (0: none yet)."""
         raw = socket.create_connection(address, timeout=timeout)
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -247,11 +250,10 @@ class Connection:
         until = time.monotonic() + timeout
         try:
             with self._read_lock:  # the I/O thread may be finishing a read it began before
-                while not pending.is_set():
+                while not pending.is_set() and self.lost is None:
                     left = until - time.monotonic()
-                    if left <= 0 or not self._readable(left):
+                    if left <= 0 or not self._receive(left):
                         break
-                    self._read_available()
         finally:
             with self._lock:
                 self._caller_reads = False
@@ -259,46 +261,64 @@ class Connection:
                     reactor().watch(self.sock, self._on_readable)
         return pending.is_set()
 
-    def _readable(self, timeout: float) -> bool:
-        if self._tls and self.sock.pending():  # type: ignore[attr-defined]  # decrypted bytes wait in TLS
-            return True
-        try:
-            return bool(self._poll.poll(timeout * 1000))
-        except (OSError, ValueError):
-            return True  # the next read reports what is wrong
-
     def _on_readable(self) -> None:
         """The I/O thread: the socket has data and no caller reads it."""
         if self._caller_reads or not self._read_lock.acquire(blocking=False):
             return  # a caller took over meanwhile
         try:
             if not self._caller_reads and self.lost is None:
-                self._read_available()
+                self._receive(None)
         finally:
             self._read_lock.release()
 
-    def _read_available(self) -> None:
-        """Receive what has arrived and dispatch every complete reply; fail the connection on error."""
+    def _receive(self, timeout: float | None) -> bool:
+        """Receive once and dispatch every complete reply; whether anything arrived.
+
+        ``timeout``: wait up to that long (a caller); ``None``: take only what has
+        arrived (the I/O thread). A caller on a plain socket waits inside ``recv``
+        itself (``SO_RCVTIMEO``): one system call, one release of the GIL, per reply.
+        """
         try:
-            while True:
-                chunk = (
-                    self.sock.recv(READ_CHUNK)
-                    if self._tls
-                    else self.sock.recv(READ_CHUNK, socket.MSG_DONTWAIT)
-                )
-                if not chunk:
-                    raise ConnectionLostError("the server closed the connection")
-                self._last_received = time.monotonic()
-                self._buffer += chunk
-                self._dispatch_frames()
-                if not (self._tls and self.sock.pending()):  # type: ignore[attr-defined]
-                    return
+            chunk = self._recv(timeout)
         except (BlockingIOError, InterruptedError):
-            return
+            return False  # nothing within the timeout
+        except OSError as exc:
+            self._fail(ConnectionLostError(f"connection to the server failed: {exc}"))
+            return False
+        if chunk is None:
+            return False
+        if not chunk:
+            self._fail(ConnectionLostError("the server closed the connection"))
+            return False
+        self._last_received = time.monotonic()
+        self._buffer += chunk
+        try:
+            self._dispatch_frames()
         except ConnectionLostError as exc:
             self._fail(exc)
-        except (OSError, ValueError) as exc:
-            self._fail(ConnectionLostError(f"connection to the server failed: {exc}"))
+            return False
+        if len(chunk) == READ_CHUNK or (self._tls and self.sock.pending()):  # type: ignore[attr-defined]
+            self._receive(None)  # more is waiting: take it now
+        return True
+
+    def _recv(self, timeout: float | None) -> bytes | None:
+        if self._tls:  # TLS may hold decrypted bytes the socket does not show
+            pending = self.sock.pending()  # type: ignore[attr-defined]
+            if not pending and timeout is not None and not self._poll.poll(max(timeout * 1000, 1)):
+                return None
+            return self.sock.recv(READ_CHUNK)
+        if timeout is None:
+            return self.sock.recv(READ_CHUNK, socket.MSG_DONTWAIT)
+        self._set_recv_timeout(timeout)
+        return self.sock.recv(READ_CHUNK)
+
+    def _set_recv_timeout(self, seconds: float) -> None:
+        micros = max(int(seconds * 1_000_000), 1_000)  # never 0: that would mean forever
+        if abs(micros - self._recv_timeout) > 1_000:
+            self.sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", *divmod(micros, 1_000_000))
+            )
+            self._recv_timeout = micros
 
     def _check_silence(self) -> None:
         now = time.monotonic()
