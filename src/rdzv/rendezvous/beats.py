@@ -57,7 +57,11 @@ class BeatScheduler:
     def __init__(self, max_workers: int = MAX_WORKERS) -> None:
         self._heap: list[tuple[float, int, BeatHandle]] = []
         self._order = itertools.count()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._timer_wake = threading.Condition(self._lock)
+        """Notified when a task becomes the earliest due."""
+        self._work_ready = threading.Condition(self._lock)
+        """Notified once per task made ready (a worker each, no herd)."""
         self._ready: deque[BeatHandle] = deque()
         self._max_workers = max(max_workers, 1)
         self._workers = 0
@@ -72,45 +76,48 @@ class BeatScheduler:
 
     def scheduled(self) -> int:
         """Tasks waiting for their time (cancelled ones drop out when due)."""
-        with self._cond:
+        with self._lock:
             return sum(1 for _, _, handle in self._heap if not handle.cancelled)
 
     def _push(self, handle: BeatHandle, due: float) -> None:
-        with self._cond:
+        with self._lock:
             heapq.heappush(self._heap, (due, next(self._order), handle))
             if not self._started:
                 self._started = True
                 threading.Thread(target=self._timer, name="rdzv-beats-timer", daemon=True).start()
                 for _ in range(min(MIN_WORKERS, self._max_workers)):
                     self._add_worker()
-            self._cond.notify_all()
+            if self._heap[0][2] is handle:
+                self._timer_wake.notify()
 
     def _add_worker(self) -> None:
-        """Start one more worker (called holding ``_cond``)."""
+        """Start one more worker (called holding ``_lock``)."""
         self._workers += 1
         threading.Thread(target=self._work, name=f"rdzv-beats-{self._workers}", daemon=True).start()
 
     def _timer(self) -> None:
-        with self._cond:
+        with self._lock:
             while True:
                 now = time.monotonic()
+                made_ready = 0
                 while self._heap and self._heap[0][0] <= now:
                     handle = heapq.heappop(self._heap)[2]
                     if not handle.cancelled:
                         handle._idle.clear()
                         self._ready.append(handle)
-                if self._ready:
+                        made_ready += 1
+                if made_ready:
                     if len(self._ready) > self._idle_workers and self._workers < self._max_workers:
                         self._add_worker()
-                    self._cond.notify_all()
-                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                    self._work_ready.notify(made_ready)
+                self._timer_wake.wait(self._heap[0][0] - now if self._heap else None)
 
     def _work(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 self._idle_workers += 1
                 while not self._ready:
-                    self._cond.wait()
+                    self._work_ready.wait()
                 self._idle_workers -= 1
                 handle = self._ready.popleft()
                 if self._ready and not self._idle_workers and self._workers < self._max_workers:

@@ -40,20 +40,23 @@ class Reactor:
         self._thread: threading.Thread | None = None
 
     def watch(self, sock: socket.socket, on_readable: OnReadable) -> None:
-        """Call ``on_readable`` from the I/O thread whenever ``sock`` has data, until :meth:`unwatch`."""
-        with self._lock:
-            try:
-                self._selector.register(sock, selectors.EVENT_READ, on_readable)
-            except KeyError:  # already watched
-                return
-            except (ValueError, OSError):  # closed meanwhile: its owner has failed it already
-                return
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="rdzv-tcp-io", daemon=True)
-                self._thread.start()
+        """Call ``on_readable`` from the I/O thread whenever ``sock`` has data, until :meth:`unwatch`.
+
+        No lock: the selector's map is changed by single dictionary operations,
+        and one connection is (un)watched by one thread at a time (its own protocol).
+        """
+        try:
+            self._selector.register(sock, selectors.EVENT_READ, on_readable)
+        except (KeyError, ValueError, OSError):  # already watched, or closed meanwhile (failed already)
+            return
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="rdzv-tcp-io", daemon=True)
+                    self._thread.start()
 
     def unwatch(self, sock: socket.socket) -> None:
-        with self._lock, contextlib.suppress(KeyError, ValueError, OSError):
+        with contextlib.suppress(KeyError, ValueError, OSError):
             self._selector.unregister(sock)
 
     def watched(self) -> int:
