@@ -52,7 +52,7 @@ class WorkersStarted:
     def describe(self) -> str:
         return (
             f"round {self.round}: started {len(self.ranks)} worker(s), ranks {list(self.ranks)}, "
-            f"restart count {self.restart_count}"
+            f"pids {list(self.pids)}, restart count {self.restart_count}"
         )
 
 

@@ -7,9 +7,11 @@ too, and a Ctrl-C on the terminal reaches the agent alone (which forwards it).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -123,8 +125,9 @@ def _spawn(
         path.parent.mkdir(parents=True, exist_ok=True)
         log = open(path, "ab")  # noqa: SIM115 - closed by WorkerGroup.stop
     process = subprocess.Popen(
-        spec.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
+        spec.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=_die_with_agent if sys.platform == "linux" else None,
+    )  # fmt: skip
     assert process.stdout is not None
     assert process.stderr is not None
     prefix = f"[{rank}]:".encode() if plan.local_world_size > 1 else b""
@@ -141,3 +144,9 @@ def _spawn(
         pump(process.stderr, Std.ERR, console.stderr, True),  # type: ignore[arg-type]
     )
     return _Worker(local_rank, rank, process, pumps, error_file, log)
+
+
+def _die_with_agent() -> None:
+    """In the child, before exec: a worker whose agent dies (SIGKILL, a crash) is killed too."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
