@@ -33,7 +33,35 @@ def parse_nnodes(text: str) -> tuple[int, int]:
     return bounds
 
 
-@click.command(context_settings={"allow_interspersed_args": False})
+class LauncherCommand(click.Command):
+    """Options go before the worker command; from its first word on, everything is the command's.
+
+    ``rdzv run URL --run-id J train.py --lr 1`` hands ``--lr 1`` to train.py, as
+    torchrun does: a ``--`` is put before the command when the user left it out.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, self._mark_command(args))
+
+    def _mark_command(self, args: list[str]) -> list[str]:
+        takes_value = {
+            opt for p in self.params if isinstance(p, click.Option) and not p.is_flag for opt in p.opts
+        }
+        at, seen_url = 0, False
+        while at < len(args):
+            word = args[at]
+            if word == "--":
+                return args
+            if word.startswith("-") and word != "-":
+                at += 2 if word in takes_value else 1
+            elif "://" in word and not seen_url:
+                seen_url, at = True, at + 1
+            else:
+                return [*args[:at], "--", *args[at:]]
+        return args
+
+
+@click.command(cls=LauncherCommand)
 @click.option("--run-id", envvar=ENV_VARS["run_id"], help="Job identifier [env RDZV_RUN_ID].")
 @click.option("--nnodes", default="1", show_default=True, help="Nodes in the job: N or MIN:MAX.")
 @click.option(

@@ -1,0 +1,178 @@
+"""`rdzv run` end to end: real agents over a real `rdzv serve`, real worker processes, loopback.
+
+Each agent is a `python -m rdzv run` process; its event lines on stderr are
+read as they come and tests wait on them (never on sleeps). Faults are staged
+the way they happen: SIGKILL of a node (agent and workers), SIGTERM, workers
+exiting non-zero, a failing health check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rdzv.testing.servers import ServerProcess, serve_process
+
+pytestmark = [pytest.mark.slow, pytest.mark.launcher, pytest.mark.timeout(90)]
+
+PROGRAMS = Path(__file__).parent / "launcher_programs"
+WORKER = PROGRAMS / "worker.py"
+PATIENCE = 45.0
+FAST = [
+    "--local-addr", "127.0.0.1", "--heartbeat-interval", "0.2", "--heartbeat-misses", "3",
+    "--last-call-timeout", "1", "--monitor-interval", "0.1", "--term-timeout", "5", "--join-timeout", "60",
+]  # fmt: skip
+STARTED = r"round (\d+): started (\d+) worker\(s\), ranks \[([\d, ]+)\], pids \[([\d, ]+)\]"
+FORMED = r"round (\d+) formed: node (\d+) of (\d+), ranks (\d+)-(\d+) of (\d+)"
+
+
+class AgentProcess:
+    """One `rdzv run` node; a thread timestamps its stderr lines, another keeps its stdout."""
+
+    def __init__(self, url: str, run_id: str, node_id: str, command: list[str], *args: str) -> None:
+        self.node_id = node_id
+        argv = [sys.executable, "-m", "rdzv", "run", url, "--run-id", run_id, "--node-id", node_id]
+        self.proc = subprocess.Popen([*argv, *FAST, *args, "--", *command], text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        self.stderr: list[str] = []
+        self.stdout: list[str] = []
+        self._lines: queue.Queue[tuple[float, str]] = queue.Queue()
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, True), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, False), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, pipe: object, into: list[str], events: bool) -> None:
+        for line in pipe:  # type: ignore[attr-defined]
+            into.append(line)
+            if events:
+                self._lines.put((time.monotonic(), line))
+
+    def expect(self, pattern: str, timeout: float = PATIENCE) -> tuple[float, re.Match[str]]:
+        """Wait for the next stderr line matching ``pattern``: when it came, and the match."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                at, line = self._lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                raise AssertionError(f"{self.node_id}: no line matching {pattern!r}; got:\n{self.text}") from None
+            found = re.search(pattern, line)
+            if found:
+                return at, found
+
+    def finish(self, timeout: float = PATIENCE) -> int:
+        code = self.proc.wait(timeout)
+        for reader in self._readers:
+            reader.join(5)
+        return code
+
+    @property
+    def text(self) -> str:
+        return "".join(self.stderr)
+
+    def kill(self) -> None:
+        """SIGKILL the agent if it still runs (its workers die with it), and close its pipes."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        for reader in self._readers:
+            reader.join(5)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with serve_process() as running:
+        yield running
+
+
+@pytest.fixture
+def agents(server: ServerProcess, request: pytest.FixtureRequest) -> Iterator[list[AgentProcess]]:
+    started: list[AgentProcess] = []
+    yield started
+    for agent in started:
+        agent.kill()
+
+
+def start(agents: list[AgentProcess], server: ServerProcess, run_id: str, node_id: str,
+          command: list[str], *args: str) -> AgentProcess:  # fmt: skip
+    agent = AgentProcess(server.url, run_id, node_id, command, *args)
+    agents.append(agent)
+    return agent
+
+
+def worker(mode: str, out: Path) -> list[str]:
+    return [sys.executable, str(WORKER), mode, str(out)]
+
+
+def test_two_nodes_of_two_workers_see_torchrun_rdzv_and_jax_variables(
+    agents: list[AgentProcess], server: ServerProcess, tmp_path: Path
+) -> None:
+    nodes = [
+        start(agents, server, "env", f"n{i}", worker("env", tmp_path), "--nnodes", "2", "--nproc-per-node", "2")
+        for i in range(2)
+    ]
+    assert [node.finish() for node in nodes] == [0, 0], nodes[0].text + nodes[1].text
+    seen = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("env_*.json"))]
+    assert sorted(int(env["RANK"]) for env in seen) == [0, 1, 2, 3]
+    masters = {(env["MASTER_ADDR"], env["MASTER_PORT"], env["JAX_COORDINATOR_ADDRESS"]) for env in seen}
+    assert len(masters) == 1
+    (addr, port, jax_address), = masters
+    assert addr == "127.0.0.1" and int(port) > 0 and jax_address.startswith("127.0.0.1:")
+    for env in seen:
+        rank, local, group = int(env["RANK"]), int(env["LOCAL_RANK"]), int(env["GROUP_RANK"])
+        assert rank == 2 * group + local
+        assert (env["WORLD_SIZE"], env["LOCAL_WORLD_SIZE"], env["GROUP_WORLD_SIZE"]) == ("4", "2", "2")
+        assert (env["ROLE_RANK"], env["ROLE_WORLD_SIZE"], env["ROLE_NAME"]) == (env["RANK"], "4", "default")
+        assert (env["TORCHELASTIC_RESTART_COUNT"], env["TORCHELASTIC_MAX_RESTARTS"]) == ("0", "0")
+        assert env["TORCHELASTIC_RUN_ID"] == env["RDZV_RUN_ID"] == "env"
+        assert env["RDZV_ROUND"] == seen[0]["RDZV_ROUND"]
+        assert env["JAX_COORDINATOR_BIND_ADDRESS"] == jax_address
+        assert env["TORCHELASTIC_ERROR_FILE"]
+    assert len({env["TORCHELASTIC_ERROR_FILE"] for env in seen}) == 4
+    assert {(env["RDZV_NODE_ID"], env["GROUP_RANK"]) for env in seen} in (
+        {("n0", "0"), ("n1", "1")},
+        {("n0", "1"), ("n1", "0")},
+    )
+    assert all("succeeded" in node.text for node in nodes)
+
+
+@pytest.mark.torchrun
+def test_a_torchrun_script_runs_unchanged_gloo_all_reduce(
+    agents: list[AgentProcess], server: ServerProcess
+) -> None:
+    script = [str(PROGRAMS / "torch_allreduce.py")]
+    nodes = [start(agents, server, "torch", f"n{i}", script, "--nnodes", "2", "--nproc-per-node", "2")
+             for i in range(2)]  # fmt: skip
+    assert [node.finish(80) for node in nodes] == [0, 0], nodes[0].text + nodes[1].text
+    out = "".join(nodes[0].stdout + nodes[1].stdout)
+    assert sorted(re.findall(r"^\[(\d)\]:all_reduce ok: rank (\d) of 4", out, re.M)) == [
+        (str(r), str(r)) for r in range(4)
+    ]
+
+
+def test_jax_initializes_with_no_arguments_and_gathers_across_processes(
+    agents: list[AgentProcess], server: ServerProcess
+) -> None:
+    pytest.importorskip("jax")
+    script = [str(PROGRAMS / "jax_allgather.py")]
+    nodes = [start(agents, server, "jax", f"n{i}", script, "--nnodes", "2", "--nproc-per-node", "2")
+             for i in range(2)]  # fmt: skip
+    assert [node.finish(80) for node in nodes] == [0, 0], nodes[0].text + nodes[1].text
+    out = "".join(nodes[0].stdout + nodes[1].stdout)
+    assert len(re.findall(r"allgather ok: process \d of 4: \[0, 1, 2, 3\]", out)) == 4
