@@ -40,10 +40,12 @@ FORMED = r"round (\d+) formed: node (\d+) of (\d+), ranks (\d+)-(\d+) of (\d+)"
 class AgentProcess:
     """One `rdzv run` node; a thread timestamps its stderr lines, another keeps its stdout."""
 
-    def __init__(self, url: str, run_id: str, node_id: str, command: list[str], *args: str) -> None:
+    def __init__(
+        self, url: str, run_id: str, node_id: str, command: list[str], *args: str, env: dict[str, str]
+    ) -> None:
         self.node_id = node_id
         argv = [sys.executable, "-m", "rdzv", "run", url, "--run-id", run_id, "--node-id", node_id]
-        self.proc = subprocess.Popen([*argv, *FAST, *args, "--", *command], text=True,
+        self.proc = subprocess.Popen([*argv, *FAST, *args, "--", *command], text=True, env={**os.environ, **env},
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         self.stderr: list[str] = []
         self.stdout: list[str] = []
@@ -68,7 +70,9 @@ class AgentProcess:
             try:
                 at, line = self._lines.get(timeout=max(deadline - time.monotonic(), 0.01))
             except queue.Empty:
-                raise AssertionError(f"{self.node_id}: no line matching {pattern!r}; got:\n{self.text}") from None
+                raise AssertionError(
+                    f"{self.node_id}: no line matching {pattern!r}; got:\n{self.text}"
+                ) from None
             found = re.search(pattern, line)
             if found:
                 return at, found
@@ -110,8 +114,8 @@ def agents(server: ServerProcess, request: pytest.FixtureRequest) -> Iterator[li
 
 
 def start(agents: list[AgentProcess], server: ServerProcess, run_id: str, node_id: str,
-          command: list[str], *args: str) -> AgentProcess:  # fmt: skip
-    agent = AgentProcess(server.url, run_id, node_id, command, *args)
+          command: list[str], *args: str, env: dict[str, str] | None = None) -> AgentProcess:  # fmt: skip
+    agent = AgentProcess(server.url, run_id, node_id, command, *args, env=env or {})
     agents.append(agent)
     return agent
 
@@ -124,7 +128,9 @@ def test_two_nodes_of_two_workers_see_torchrun_rdzv_and_jax_variables(
     agents: list[AgentProcess], server: ServerProcess, tmp_path: Path
 ) -> None:
     nodes = [
-        start(agents, server, "env", f"n{i}", worker("env", tmp_path), "--nnodes", "2", "--nproc-per-node", "2")
+        start(
+            agents, server, "env", f"n{i}", worker("env", tmp_path), "--nnodes", "2", "--nproc-per-node", "2"
+        )
         for i in range(2)
     ]
     assert [node.finish() for node in nodes] == [0, 0], nodes[0].text + nodes[1].text
@@ -132,7 +138,7 @@ def test_two_nodes_of_two_workers_see_torchrun_rdzv_and_jax_variables(
     assert sorted(int(env["RANK"]) for env in seen) == [0, 1, 2, 3]
     masters = {(env["MASTER_ADDR"], env["MASTER_PORT"], env["JAX_COORDINATOR_ADDRESS"]) for env in seen}
     assert len(masters) == 1
-    (addr, port, jax_address), = masters
+    ((addr, port, jax_address),) = masters
     assert addr == "127.0.0.1" and int(port) > 0 and jax_address.startswith("127.0.0.1:")
     for env in seen:
         rank, local, group = int(env["RANK"]), int(env["LOCAL_RANK"]), int(env["GROUP_RANK"])
@@ -176,3 +182,55 @@ def test_jax_initializes_with_no_arguments_and_gathers_across_processes(
     assert [node.finish(80) for node in nodes] == [0, 0], nodes[0].text + nodes[1].text
     out = "".join(nodes[0].stdout + nodes[1].stdout)
     assert len(re.findall(r"allgather ok: process \d of 4: \[0, 1, 2, 3\]", out)) == 4
+
+
+def test_a_worker_failing_once_restarts_the_job_on_every_node_which_then_completes(
+    agents: list[AgentProcess], server: ServerProcess, tmp_path: Path
+) -> None:
+    args = ("--nnodes", "2", "--nproc-per-node", "2", "--max-restarts", "1")
+    nodes = [start(agents, server, "once", f"n{i}", worker("fail-once", tmp_path), *args) for i in range(2)]
+    assert [node.finish() for node in nodes] == [0, 0], nodes[0].text + nodes[1].text
+    for node in nodes:
+        assert "restarting the job (restart 1 of 1)" in node.text
+        assert re.findall(r"started 2 worker\(s\).*restart count (\d)", node.text) == ["0", "1"]
+    failed = [n for n in nodes if "worker failed: rank 1 (local rank 1" in n.text]
+    assert len(failed) == 1
+    assert "exited with code 3" in failed[0].text
+
+
+def test_a_worker_failing_every_time_stops_every_node_after_the_budget_with_one_report(
+    agents: list[AgentProcess], server: ServerProcess, tmp_path: Path
+) -> None:
+    error_file = tmp_path / "agent-error.json"
+    args = ("--nnodes", "2", "--nproc-per-node", "2", "--max-restarts", "2")
+    nodes = [
+        start(agents, server, "always", f"n{i}", worker("fail-always", tmp_path), *args,
+              env={"TORCHELASTIC_ERROR_FILE": str(error_file)} if i == 0 else {})
+        for i in range(2)
+    ]  # fmt: skip
+    codes = [node.finish() for node in nodes]
+    assert codes == [1, 1], nodes[0].text + nodes[1].text
+    for node in nodes:
+        assert node.text.count("spent the restart budget (--max-restarts 2, shared by all nodes)") == 1
+        assert node.text.count("rank 1 always fails") >= 1  # the report's stderr tail (and maybe the line)
+        assert len(re.findall(r"started 2 worker\(s\)", node.text)) == 3  # first run + 2 restarts
+    report = nodes[0].text[nodes[0].text.index("done (exit 1)") :]
+    failures = r"^  failure: rank 1 \(local rank 1 on node n\d, round \d+\) exited with code 3"
+    assert len(re.findall(failures, report, re.M)) == 3
+    assert "last lines of rank 1's stderr:\n    rank 1 always fails" in report
+    written = json.loads(error_file.read_text())  # torchrun's layout, for tools that read it
+    assert "spent the restart budget" in written["message"]["message"]
+
+
+def test_the_restart_budget_is_job_wide_nodes_failing_in_turn_spend_one_budget(
+    agents: list[AgentProcess], server: ServerProcess, tmp_path: Path
+) -> None:
+    # With torchrun's per-agent budget each node would have spent 1 of its 2 and gone on.
+    args = ("--nnodes", "3", "--nproc-per-node", "1", "--max-restarts", "2")
+    nodes = [
+        start(agents, server, "turns", f"n{i}", worker("fail-in-turn", tmp_path), *args) for i in range(3)
+    ]
+    assert [node.finish() for node in nodes] == [1, 1, 1], "".join(n.text for n in nodes)
+    assert [len(re.findall(r"worker failed: rank \d", node.text)) for node in nodes] == [1, 1, 1]
+    for node in nodes:
+        assert "3 worker failure(s) spent the restart budget (--max-restarts 2" in node.text
