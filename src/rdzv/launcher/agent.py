@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import BinaryIO, TypeVar
 
-from rdzv.errors import ConfigurationError, RendezvousClosedError
+from rdzv.errors import ConfigurationError, RendezvousClosedError, StoreError
 from rdzv.launcher.env import RoundPlan
 from rdzv.launcher.events import (
     Done,
@@ -91,7 +91,8 @@ class Agent:
         self._interruptible = False
         self._wakeup = threading.Event()
         self._files: Path | None = None
-        self._last_round = 0
+        self._last_round = (0, 0)
+        """Round number and node count of the last round this node took part in."""
         self.ending_reason = ""
         """Why :meth:`run` returned (the job's report when it failed)."""
 
@@ -138,6 +139,7 @@ class Agent:
             self._files = Path(files)
             try:
                 code, reason = self._loop()
+                self._depart()
             except AgentInterrupted as exc:
                 code = 128 + exc.signum
                 reason = f"{signal.Signals(exc.signum).name}: workers stopped, node left run {self.run_id}"
@@ -171,7 +173,7 @@ class Agent:
         )
         if not slots:
             return None
-        self._last_round = info.round
+        self._last_round = (info.round, info.world_size)
         plan = RoundPlan(
             self.run_id, self.node_id, info.round, info.rank, tuple(s.nproc for s in slots),
             info.coordinator_host, info.coordinator_port, slots[0].jax_port,
@@ -279,6 +281,17 @@ class Agent:
             self._wakeup.wait(delay)
             self._check_stop()
             delay = min(delay * 2, longest)
+
+    def _depart(self) -> None:
+        """After the job ended: a node hosting the store keeps it up until the others have read."""
+        round_, world = self._last_round
+        if round_ == 0:
+            return
+        hosting = getattr(self._rdzv.store, "hosted", None) is not None
+        try:
+            self._job.depart(round_, world, hosting, self._rdzv.settings.close_timeout)
+        except StoreError as exc:
+            log.info("rdzv run: leaving round %d: %s", round_, exc)
 
     def _closed_ending(self) -> Ending:
         outcome = self._job.outcome()

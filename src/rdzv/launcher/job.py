@@ -6,6 +6,7 @@ Under the run's prefix (``rdzv/RUN_ID/launcher/``)::
     failure/R           the first worker failure of round R (create-only: one restart per round)
     outcome             how the job ended: {"ok": bool, "report": str}, written before closing the run
     done/R              counter: nodes of round R whose workers all exited 0 (the exit barrier)
+    left/R              counter: nodes of round R that read the outcome (a node hosting the store waits)
 
 and in each round's own store (``RendezvousInfo.store``)::
 
@@ -72,6 +73,18 @@ class JobState:
 
     def arrive_done(self, round_: int) -> int:
         return self._store.add(f"done/{round_}", 1)
+
+    def depart(self, round_: int, world: int, wait_for_all: bool, timeout: float) -> None:
+        """Count this node out of ``round_``; with ``wait_for_all``, wait (bounded) for the rest."""
+        key = f"left/{round_}"
+        self._store.add(key, 1)
+        deadline = time.monotonic() + timeout
+        while wait_for_all:
+            entry = self._store.get(key)
+            remaining = deadline - time.monotonic()
+            if entry is None or int(entry.value) >= world or remaining <= 0:
+                return
+            self._store.wait(key, entry.version, remaining)
 
     def set_outcome(self, outcome: Outcome) -> None:
         """Record how the job ended; the first outcome written stands."""
