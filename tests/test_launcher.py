@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from rdzv.testing.net import free_port
 from rdzv.testing.servers import ServerProcess, serve_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.launcher, pytest.mark.timeout(90)]
@@ -333,3 +334,13 @@ def test_a_node_whose_health_check_fails_stays_out_and_the_others_run(
     assert sick.finish(20) == 0
     assert "formed" not in sick.text
     assert "succeeded" in sick.text
+
+
+def test_a_job_whose_store_one_of_its_nodes_hosts_ends_cleanly_on_every_node(
+    agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    url = f"tcp://127.0.0.1:{free_port()}?token=hosted"  # is_host=auto: the first node to bind hosts it
+    for i in range(3):
+        agents.append(AgentProcess(url, "hosted", f"n{i}", worker("env", tmp_path), "--nnodes", "3", env={}))
+    assert [node.finish() for node in agents] == [0, 0, 0], "".join(node.text for node in agents)
+    assert all("succeeded" in node.text for node in agents)
