@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +185,25 @@ def test_a_command_that_cannot_run_is_a_clear_error() -> None:
     assert done.returncode == 2
     assert "cannot run '/nonexistent/worker'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_jax_plugin_fills_in_initialize_under_rdzv_join_and_wins_over_slurm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("jax")
+    from jax._src import clusters
+
+    import rdzv.jax
+
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_COORDINATOR_BIND_ADDRESS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.setenv(name, "placeholder")  # recorded, so the test leaves the environment as it was
+        monkeypatch.delenv(name)
+    joined = {"RDZV_RUN_ID": "j", "RANK": "1", "WORLD_SIZE": "3", "MASTER_ADDR": "127.0.0.1",
+              "MASTER_PORT": "4321", "SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "a", "SLURM_NTASKS": "9",
+              "SLURM_PROCID": "5", "SLURM_LOCALID": "0"}  # fmt: skip
+    for name, value in joined.items():
+        monkeypatch.setenv(name, value)
+    found = clusters.ClusterEnv.auto_detect_unset_distributed_params(None, None, None, None, None, None)
+    assert found == ("127.0.0.1:4321", 3, 1, None)
+    assert os.environ["JAX_COORDINATOR_BIND_ADDRESS"] == "127.0.0.1:4321"  # not [::]
+    assert clusters.ClusterEnv._cluster_types[0] is rdzv.jax.RdzvCluster
