@@ -7,6 +7,7 @@ written under a lock so that lines of different workers never interleave.
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 from typing import IO, BinaryIO
 
@@ -24,7 +25,8 @@ class Console:
         self._lock = threading.Lock()
 
     def write(self, stream: BinaryIO, data: bytes) -> None:
-        with self._lock:
+        """Write a line; a console that went away (a closed pipe) drops it rather than stall workers."""
+        with self._lock, contextlib.suppress(OSError, ValueError):
             stream.write(data)
             stream.flush()
 
