@@ -344,3 +344,20 @@ def test_a_job_whose_store_one_of_its_nodes_hosts_ends_cleanly_on_every_node(
         agents.append(AgentProcess(url, "hosted", f"n{i}", worker("env", tmp_path), "--nnodes", "3", env={}))
     assert [node.finish() for node in agents] == [0, 0, 0], "".join(node.text for node in agents)
     assert all("succeeded" in node.text for node in agents)
+
+
+def test_sigterm_while_waiting_for_a_round_leaves_at_once(
+    agents: list[AgentProcess], server: ServerProcess, tmp_path: Path
+) -> None:
+    joining = tmp_path / "joining"  # the health check runs right before the join: our cue
+    lonely = start(agents, server, "lonely", "n0", worker("env", tmp_path), "--nnodes", "2",
+                   "--health-check", f"touch {joining}")  # fmt: skip
+    deadline = time.monotonic() + PATIENCE
+    while not joining.exists():
+        assert time.monotonic() < deadline, lonely.text
+        time.sleep(0.02)
+    lonely.proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    assert lonely.finish(15) == 143, lonely.text
+    assert time.monotonic() - sent < 5  # not the 60 s join timeout
+    assert "formed" not in lonely.text
