@@ -62,10 +62,11 @@ class LauncherCommand(click.Command):
 
 
 @click.command(cls=LauncherCommand)
-@click.option("--run-id", envvar=ENV_VARS["run_id"], help="Job identifier [env RDZV_RUN_ID].")
+@click.option("--run-id", "--run_id", envvar=ENV_VARS["run_id"], help="Job identifier [env RDZV_RUN_ID].")
 @click.option("--nnodes", default="1", show_default=True, help="Nodes in the job: N or MIN:MAX.")
 @click.option(
     "--nproc-per-node",
+    "--nproc_per_node",
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
@@ -73,6 +74,7 @@ class LauncherCommand(click.Command):
 )
 @click.option(
     "--max-restarts",
+    "--max_restarts",
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
@@ -81,6 +83,7 @@ class LauncherCommand(click.Command):
 @click.option("--standalone", is_flag=True, help="One node, with a private store: no URL needed.")
 @click.option(
     "--monitor-interval",
+    "--monitor_interval",
     type=SECONDS,
     default=0.5,
     show_default=True,
@@ -94,16 +97,21 @@ class LauncherCommand(click.Command):
     help="Seconds workers get between SIGTERM and SIGKILL.",
 )
 @click.option("--role", default="default", show_default=True, help="Role name of the workers (ROLE_NAME).")
-@click.option("--local-addr", help="HOST or HOST:PORT others reach this node at (MASTER_ADDR if rank 0).")
+@click.option(
+    "--local-addr", "--local_addr", help="HOST or HOST:PORT others reach this node at (MASTER_ADDR at rank 0)."
+)
 @click.option("--node-id", help="Unique name of this node [default: HOST-PID-RANDOM].")
 @click.option(
     "--log-dir",
+    "--log_dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep LOG_DIR/RUN_ID/round_R/rank_N.log for every worker.",
 )
 @click.option("--redirects", help="Streams kept off the console (log file only): 0-3 or LOCAL_RANK:0-3,...")
 @click.option("--tee", help="Streams on the console and in the log file: 0-3 or LOCAL_RANK:0-3,...")
-@click.option("--local-ranks-filter", help="Local ranks whose output reaches the console, e.g. 0 or 0,2.")
+@click.option(
+    "--local-ranks-filter", "--local_ranks_filter", help="Local ranks whose output reaches the console: 0,2."
+)
 @click.option("--health-check", metavar="CMD", help="Shell command that must exit 0 before each join.")
 @click.option(
     "--health-check-timeout",
