@@ -98,7 +98,7 @@ class LauncherCommand(click.Command):
 )
 @click.option("--role", default="default", show_default=True, help="Role name of the workers (ROLE_NAME).")
 @click.option(
-    "--local-addr", "--local_addr", help="HOST or HOST:PORT others reach this node at (MASTER_ADDR at rank 0)."
+    "--local-addr", "--local_addr", help="HOST or HOST:PORT others reach this node at (MASTER_ADDR on node 0)"
 )
 @click.option("--node-id", help="Unique name of this node [default: HOST-PID-RANDOM].")
 @click.option(
