@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from rdzv.testing.agents import AgentProcess
 from rdzv.testing.net import free_port
 from rdzv.testing.servers import ServerProcess, serve_process
 
@@ -30,75 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.launcher, pytest.mark.timeout(90)]
 PROGRAMS = Path(__file__).parent / "launcher_programs"
 WORKER = PROGRAMS / "worker.py"
 PATIENCE = 45.0
-FAST = [
-    "--local-addr", "127.0.0.1", "--heartbeat-interval", "0.2", "--heartbeat-misses", "3",
-    "--last-call-timeout", "1", "--monitor-interval", "0.1", "--term-timeout", "5", "--join-timeout", "60",
-]  # fmt: skip
 STARTED = r"round (\d+): started (\d+) worker\(s\), ranks \[([\d, ]+)\], pids \[([\d, ]+)\]"
-
-
-class AgentProcess:
-    """One `rdzv run` node; a thread timestamps its stderr lines, another keeps its stdout."""
-
-    def __init__(
-        self, url: str, run_id: str, node_id: str, command: list[str], *args: str, env: dict[str, str]
-    ) -> None:
-        self.node_id = node_id
-        argv = [sys.executable, "-m", "rdzv", "run", url, "--run-id", run_id, "--node-id", node_id]
-        self.proc = subprocess.Popen(
-            [*argv, *FAST, *args, "--", *command], text=True, env={**os.environ, **env},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        self.stderr: list[str] = []
-        self.stdout: list[str] = []
-        self._lines: queue.Queue[tuple[float, str]] = queue.Queue()
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, True), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, False), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, pipe: object, into: list[str], events: bool) -> None:
-        for line in pipe:  # type: ignore[attr-defined]
-            into.append(line)
-            if events:
-                self._lines.put((time.monotonic(), line))
-
-    def expect(self, pattern: str, timeout: float = PATIENCE) -> tuple[float, re.Match[str]]:
-        """Wait for the next stderr line matching ``pattern``: when it came, and the match."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                at, line = self._lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                raise AssertionError(
-                    f"{self.node_id}: no line matching {pattern!r}; got:\n{self.text}"
-                ) from None
-            found = re.search(pattern, line)
-            if found:
-                return at, found
-
-    def finish(self, timeout: float = PATIENCE) -> int:
-        code = self.proc.wait(timeout)
-        for reader in self._readers:
-            reader.join(5)
-        return code
-
-    @property
-    def text(self) -> str:
-        return "".join(self.stderr)
-
-    def kill(self) -> None:
-        """SIGKILL the agent if it still runs (its workers die with it), and close its pipes."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        for reader in self._readers:
-            reader.join(5)
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +47,7 @@ def agents(server: ServerProcess, request: pytest.FixtureRequest) -> Iterator[li
 
 def start(agents: list[AgentProcess], server: ServerProcess, run_id: str, node_id: str,
           command: list[str], *args: str, env: dict[str, str] | None = None) -> AgentProcess:  # fmt: skip
-    agent = AgentProcess(server.url, run_id, node_id, command, *args, env=env or {})
+    agent = AgentProcess(server.url, run_id, node_id, command, *args, env=env)
     agents.append(agent)
     return agent
 
@@ -341,7 +271,7 @@ def test_a_job_whose_store_one_of_its_nodes_hosts_ends_cleanly_on_every_node(
 ) -> None:
     url = f"tcp://127.0.0.1:{free_port()}?token=hosted"  # is_host=auto: the first node to bind hosts it
     for i in range(3):
-        agents.append(AgentProcess(url, "hosted", f"n{i}", worker("env", tmp_path), "--nnodes", "3", env={}))
+        agents.append(AgentProcess(url, "hosted", f"n{i}", worker("env", tmp_path), "--nnodes", "3"))
     assert [node.finish() for node in agents] == [0, 0, 0], "".join(node.text for node in agents)
     assert all("succeeded" in node.text for node in agents)
 
