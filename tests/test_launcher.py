@@ -232,6 +232,8 @@ def test_sigterm_stops_the_nodes_workers_with_sigterm_exits_143_and_the_others_s
     for node in nodes:
         node.expect(r"formed: .* of 4$")
         ranks[node.node_id] = node.expect(STARTED)[1][3].split(", ")
+        for _ in range(2):
+            node.expect(r"running$", stdout=True)  # its SIGTERM handler is in place
 
     nodes[1].proc.send_signal(signal.SIGTERM)
     sent = time.monotonic()
@@ -291,3 +293,20 @@ def test_sigterm_while_waiting_for_a_round_leaves_at_once(
     assert lonely.finish(15) == 143, lonely.text
     assert time.monotonic() - sent < 5  # not the 60 s join timeout
     assert "formed" not in lonely.text
+
+
+def test_a_second_sigterm_ends_the_grace_and_kills_workers_that_ignore_the_first(
+    agents: list[AgentProcess], server: ServerProcess, tmp_path: Path
+) -> None:
+    node = start(agents, server, "stubborn", "n0", worker("stubborn", tmp_path), "--nnodes", "1",
+                 "--nproc-per-node", "2", "--term-timeout", "60")  # fmt: skip
+    pids = [int(pid) for pid in node.expect(STARTED)[1][4].split(", ")]
+    for _ in pids:
+        node.expect(r"ignores SIGTERM", stdout=True)
+    node.proc.send_signal(signal.SIGTERM)
+    node.expect(r"SIGTERM: stopping the workers \(grace 60 s; signal again to kill them now\)")
+    node.proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    assert node.finish(30) == 143, node.text
+    assert time.monotonic() - sent < 20  # not the 60 s grace
+    wait_until_dead(pids, 5)

@@ -7,6 +7,7 @@ Modes:
   fail-in-turn  local rank 0 of the node whose GROUP_RANK equals the restart count exits 3;
                 the others wait for DIR/release
   run           wait for DIR/release, then exit 0; on SIGTERM, write DIR/sigterm_<node>_<rank>, exit 143
+  stubborn      ignore SIGTERM and wait for DIR/release
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def main(mode: str, out: Path) -> int:
         if int(env["GROUP_RANK"]) == restarts and env["LOCAL_RANK"] == "0":
             print(f"node {env['RDZV_NODE_ID']} fails at restart {restarts}", file=sys.stderr)
             return 3
+        wait_for_release(out)
+    elif mode == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(f"rank {rank} ignores SIGTERM", flush=True)
         wait_for_release(out)
     elif mode == "run":
         print(f"rank {rank} running", flush=True)

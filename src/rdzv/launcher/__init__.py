@@ -22,6 +22,7 @@ from rdzv.launcher.events import (
     Restart,
     RoundFormed,
     ScaleChange,
+    Stopping,
     WorkerFailed,
     WorkersStarted,
 )
@@ -41,5 +42,6 @@ __all__ = [
     "Restart",
     "ScaleChange",
     "HealthCheckFailed",
+    "Stopping",
     "Done",
 ]

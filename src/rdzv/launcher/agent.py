@@ -37,6 +37,7 @@ from rdzv.launcher.events import (
     Restart,
     RoundFormed,
     ScaleChange,
+    Stopping,
     WorkerFailed,
     WorkersStarted,
 )
@@ -93,6 +94,7 @@ class Agent:
         self._files: Path | None = None
         self._last_round = (0, 0)
         """Round number and node count of the last round this node took part in."""
+        self._workers: WorkerGroup | None = None
         self.ending_reason = ""
         """Why :meth:`run` returned (the job's report when it failed)."""
 
@@ -113,7 +115,12 @@ class Agent:
         self._wakeup.set()
 
     def handle_signal(self, signum: int, frame: FrameType | None) -> None:
-        """A ``signal.signal`` handler: like :meth:`request_stop`, and cuts a blocking join short."""
+        """A ``signal.signal`` handler: like :meth:`request_stop`, and cuts a blocking join short.
+
+        A second signal ends the grace period: the workers are killed at once.
+        """
+        if self._stop_signal is not None and self._workers is not None:
+            self._workers.signal_all(signal.SIGKILL)
         self.request_stop(signum)
         if self._interruptible:
             self._interruptible = False
@@ -197,11 +204,15 @@ class Agent:
             workers = WorkerGroup.start(self.spec, plan, self._console, self._files, log_dir)
         except OSError as exc:
             raise ConfigurationError(f"cannot run {self.spec.command[0]!r}: {exc.strerror}") from exc
+        self._workers = workers
         try:
             self._emit(WorkersStarted(plan.round, workers.ranks, workers.pids, plan.restart_count))
             return self._watch(plan, workers)
         finally:
+            if self._stop_signal is not None:
+                self._emit(Stopping(signal.Signals(self._stop_signal).name, self.spec.term_timeout))
             workers.stop(self._stop_signal or signal.SIGTERM, self.spec.term_timeout)
+            self._workers = None
 
     def _watch(self, plan: RoundPlan, workers: WorkerGroup) -> Ending | None:
         while True:

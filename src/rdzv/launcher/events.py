@@ -17,6 +17,7 @@ __all__ = [
     "Restart",
     "RoundFormed",
     "ScaleChange",
+    "Stopping",
     "WorkerFailed",
     "WorkersStarted",
 ]
@@ -98,6 +99,20 @@ class HealthCheckFailed:
 
 
 @dataclass(frozen=True)
+class Stopping:
+    """A stop was requested (a signal): the workers got it and have ``grace`` seconds."""
+
+    signal_name: str
+    grace: float
+
+    def describe(self) -> str:
+        return (
+            f"{self.signal_name}: stopping the workers (grace {self.grace:g} s; "
+            "signal again to kill them now)"
+        )
+
+
+@dataclass(frozen=True)
 class Done:
     """The agent is finished: ``exit_code`` is what ``rdzv run`` exits with."""
 
@@ -108,4 +123,6 @@ class Done:
         return f"done (exit {self.exit_code}): {self.reason}"
 
 
-Event = RoundFormed | WorkersStarted | WorkerFailed | Restart | ScaleChange | HealthCheckFailed | Done
+Event = (
+    RoundFormed | WorkersStarted | WorkerFailed | Restart | ScaleChange | HealthCheckFailed | Stopping | Done
+)

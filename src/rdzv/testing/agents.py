@@ -54,31 +54,37 @@ class AgentProcess:
         self.stderr: list[str] = []
         self.stdout: list[str] = []
         self._lines: queue.Queue[tuple[float, str]] = queue.Queue()
+        self._output: queue.Queue[tuple[float, str]] = queue.Queue()
         assert self.proc.stdout is not None
         assert self.proc.stderr is not None
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, True), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, False), daemon=True),
+        streams = [
+            (self.proc.stderr, self.stderr, self._lines),
+            (self.proc.stdout, self.stdout, self._output),
         ]
+        self._readers = [threading.Thread(target=self._read, args=args, daemon=True) for args in streams]
         for reader in self._readers:
             reader.start()
 
-    def _read(self, pipe: IO[str], into: list[str], events: bool) -> None:
+    @staticmethod
+    def _read(pipe: IO[str], into: list[str], lines: queue.Queue[tuple[float, str]]) -> None:
         for line in pipe:
             into.append(line)
-            if events:
-                self._lines.put((time.monotonic(), line))
+            lines.put((time.monotonic(), line))
 
-    def expect(self, pattern: str, timeout: float = 45.0) -> tuple[float, re.Match[str]]:
-        """Wait for the next stderr line matching ``pattern``: when it came (monotonic), and the match.
+    def expect(
+        self, pattern: str, timeout: float = 45.0, *, stdout: bool = False
+    ) -> tuple[float, re.Match[str]]:
+        """Wait for the next stderr line (``stdout``: workers' line) matching ``pattern``.
 
-        Lines before it are passed over. Raises ``AssertionError`` with everything
-        the agent said if none comes within ``timeout`` seconds.
+        Returns when it came (monotonic) and the match; lines before it are passed
+        over. Raises ``AssertionError`` with everything the agent said if none
+        comes within ``timeout`` seconds.
         """
+        lines = self._output if stdout else self._lines
         deadline = time.monotonic() + timeout
         while True:
             try:
-                at, line = self._lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+                at, line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
             except queue.Empty:
                 message = f"{self.node_id}: no line matching {pattern!r}; got:\n{self.text}"
                 raise AssertionError(message) from None
