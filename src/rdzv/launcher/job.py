@@ -24,11 +24,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rdzv.errors import RendezvousTimeoutError
+from rdzv.errors import RendezvousStateError, RendezvousTimeoutError
 from rdzv.launcher.report import WorkerFailure
 from rdzv.rendezvous.layout import Layout
 from rdzv.rendezvous.node import RendezvousInfo
-from rdzv.store.base import Store
+from rdzv.store.base import Entry, Store
 
 __all__ = ["JobState", "NodeSlot", "Outcome", "exchange_slots"]
 
@@ -123,11 +123,7 @@ def exchange_slots(
     while True:
         listing = store.list(NODE_SLOTS)
         if len(listing) >= info.world_size:
-            slots: dict[int, NodeSlot] = {}
-            for entry in listing:
-                data = json.loads(entry.value)
-                slots[int(entry.key[len(NODE_SLOTS) :])] = NodeSlot(int(data["nproc"]), int(data["jax_port"]))
-            return [slots[g] for g in range(info.world_size)]
+            return _read_slots(info, listing.entries)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise RendezvousTimeoutError(
@@ -138,3 +134,18 @@ def exchange_slots(
         store.wait(NODE_SLOTS, listing.revision, min(remaining, 1.0))
         if interrupted():
             return []
+
+
+def _read_slots(info: RendezvousInfo, entries: tuple[Entry, ...]) -> list[NodeSlot]:
+    slots: dict[int, NodeSlot] = {}
+    try:
+        for entry in entries:
+            data = json.loads(entry.value)
+            slots[int(entry.key[len(NODE_SLOTS) :])] = NodeSlot(int(data["nproc"]), int(data["jax_port"]))
+        return [slots[g] for g in range(info.world_size)]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RendezvousStateError(
+            f"round {info.round}: unreadable worker counts under {NODE_SLOTS!r} in the round store: {exc!r}",
+            run_id=info.run_id,
+            round=info.round,
+        ) from exc
