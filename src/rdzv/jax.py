@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 
-from jax._src import clusters
+try:
+    from jax._src import clusters
+except ImportError as exc:  # pragma: no cover - the test environment has jax
+    raise ImportError("rdzv.jax needs JAX: pip install 'rdzv[jax]' (or jax itself)") from exc
 
 __all__ = ["RdzvCluster", "coordinator_address"]
 
