@@ -10,6 +10,7 @@ from rdzv import __version__
 from rdzv.cli.backends import backends
 from rdzv.cli.bench import bench
 from rdzv.cli.join import join
+from rdzv.cli.run import run as run_command
 from rdzv.cli.serve import serve
 from rdzv.cli.status import status
 from rdzv.errors import ConfigurationError, RdzvError
@@ -29,6 +30,7 @@ def main() -> None:
 main.add_command(backends)
 main.add_command(serve)
 main.add_command(join)
+main.add_command(run_command)
 main.add_command(status)
 main.add_command(bench)
 
