@@ -24,7 +24,7 @@ from rdzv.rendezvous.join import read_lobby_entry
 from rdzv.rendezvous.layout import Layout
 from rdzv.rendezvous.status import RunStatus, read_status
 from rdzv.store.base import Store
-from rdzv.testing.net import free_port
+from rdzv.testing.net import free_port, wait_for_port
 from rdzv.testing.servers import ServerProcess, serve_process
 
 RDZV = [sys.executable, "-m", "rdzv"]
@@ -279,18 +279,31 @@ def test_coordinator_port_is_held_until_the_command_starts(
 # -- 10. the node hosting the store stays for its round ----------------------------------------------
 
 
-def test_the_joiner_hosting_the_store_stays_until_every_member_has_its_placement(
+def test_the_joiner_hosting_the_store_stays_until_a_slow_member_has_read_its_placement(
     commands: list[Command],
 ) -> None:
-    url = f"tcp://127.0.0.1:{free_port()}"
-    nodes = [
-        Command("join", url, "--run-id", "hosted", "--min", "6", "--max", "6", "--node-id", f"n{i}")
-        for i in range(6)
-    ]
-    commands.extend(nodes)
-    results = [node.finish() for node in nodes]
-    assert [code for code, _, _ in results] == [0] * 6, [err for _, _, err in results]
-    assert sorted(json.loads(out)["rank"] for _, out, _ in results) == list(range(6))
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    args = ("--run-id", "hosted", "--min", "3", "--max", "3")
+    host = Command("join", url, *args, "--node-id", "host")
+    commands.append(host)
+    wait_for_port("127.0.0.1", port, PATIENCE)
+    with open_store(f"{url}?is_host=0") as hosted:
+        wait_for_status(hosted, "hosted", lambda s: s.waiting == ["host"])
+        slow = Command("join", url, *args, "--node-id", "slow")
+        commands.append(slow)
+        wait_for_status(hosted, "hosted", lambda s: len(s.waiting) == 2)
+    slow.proc.send_signal(signal.SIGSTOP)  # in the lobby: it will be placed but cannot read it yet
+    try:
+        third = run("join", url, *args, "--node-id", "third")
+        assert third.returncode == 0, third.stderr
+        with pytest.raises(subprocess.TimeoutExpired):
+            host.proc.wait(1.0)  # placed and printed, but must not take the store away yet
+    finally:
+        slow.proc.send_signal(signal.SIGCONT)
+    results = {"slow": slow.finish(), "host": host.finish()}
+    assert {name: code for name, (code, _, _) in results.items()} == {"slow": 0, "host": 0}, results
+    assert json.loads(results["slow"][1])["world_size"] == 3
 
 
 # -- 11. help, docs, status ---------------------------------------------------------------------

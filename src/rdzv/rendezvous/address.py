@@ -41,11 +41,11 @@ def store_host(url: str) -> tuple[str, int] | None:
     first = parts.netloc.rpartition("@")[2].split(",")[0]
     if not first or parts.scheme in ("file", "memory"):
         return None
-    host, port = (first[1:].partition("]")[0], None) if first.startswith("[") else (first, None)
-    if not first.startswith("[") and first.count(":") == 1:
-        host, _, raw_port = first.partition(":")
-        port = int(raw_port) if raw_port.isdigit() else None
-    return host, port or 9
+    try:
+        host, port = split_addr(first)
+    except ConfigurationError:
+        return None  # the store reports its own URL errors
+    return host, port or 9  # any port does: the kernel only looks up a route
 
 
 def route_host(url: str) -> str:
