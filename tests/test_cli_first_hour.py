@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import pty
+import pydoc
 import select
 import signal
 import socket
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from rdzv import Rendezvous
+from rdzv import Change, Rendezvous
 from rdzv.registry import open_store
 from rdzv.rendezvous.join import read_lobby_entry
 from rdzv.rendezvous.layout import Layout
@@ -369,3 +370,22 @@ def test_join_shows_a_live_progress_line_on_a_terminal_only() -> None:
     assert "1/2 joined (min 2, max 3)" in _stderr_on_a_terminal(*args)
     assert "joined" not in _stderr_on_a_terminal(*args, "--quiet")
     assert "joined" not in run(*args).stderr  # not a terminal
+
+
+# -- 11. the library's own help and the README -----------------------------------------------------
+
+
+def test_rendezvous_help_explains_its_arguments_with_an_example() -> None:
+    text = pydoc.render_doc(Rendezvous)
+    for needle in ("min_nodes", "max_nodes", "last_call_timeout", "addr", "labels", "Example::"):
+        assert needle in text, needle
+    assert Rendezvous.is_closed.__doc__
+
+
+def test_readme_quickstart_shows_every_change_kind_an_entry_and_the_last_call_wait() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    for kind in (Change.MEMBER_LOST, Change.NODES_WAITING, Change.NEW_ROUND, Change.CLOSED):
+        assert kind in quickstart, kind
+    assert "Entry" in quickstart
+    assert "30 s by default" in quickstart
