@@ -199,20 +199,22 @@ def test_join_timeout_names_the_round_it_waited_for() -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "message"),
-    [
-        ("/nonexistent-rdzv-dir/typo", "does not exist"),
-        ("/", "filesystem root"),
-        ("/etc/hostname", "is not a directory"),
-        ("/etc", "not an rdzv store"),
-    ],
+    ("name", "message"),
+    [("typo/dir", "does not exist"), ("a-file", "is not a directory"), ("thesis", "not an rdzv store")],
 )
-def test_file_store_urls_that_would_scatter_or_hide_a_store_are_refused(path: str, message: str) -> None:
-    result = run("join", f"file://{path}?create=1" if path == "/" else f"file://{path}", "--run-id", "f",
-                 "--min", "1", "--max", "1")  # fmt: skip
+def test_file_store_urls_that_would_hide_a_store_or_mix_it_into_other_files_are_refused(
+    tmp_path: Path, name: str, message: str
+) -> None:
+    # Only temporary paths: a version with the bug would write its files wherever it is pointed.
+    (tmp_path / "a-file").write_text("not a directory")
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "chapter1.tex").write_text("precious")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    result = run("join", f"file://{tmp_path / name}", "--run-id", "f", "--min", "1", "--max", "1")
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 
 
 def test_file_store_directory_is_created_when_asked(tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ class Rendezvous:
     node's join record. ``node_id`` must be unique in the run (default
     ``HOST-PID-RANDOM``). The node is evicted after ``heartbeat_interval *
     heartbeat_misses`` seconds without a heartbeat. ``rank_policy``: ``stable``
-    (members keep their ranks across rounds), ``sorted`` (by node id) or
+    (members keep their ranks across rounds), ``sorted`` (by address) or
     ``arrival``. ``on_retry(what, error, seconds_left)`` hears of each transient
     store failure while a step is retried.
 
@@ -295,10 +295,12 @@ class Rendezvous:
     def confirm_placement(self) -> None:
         """Tell a node that hosts the store that this node has read its placement."""
         placement, lease = self._placement, self._heartbeat.lease
-        if placement is None or lease is None:
+        if placement is None:
             raise RendezvousStateError(
                 "confirm_placement needs a completed next_rendezvous()", run_id=self.run_id
             )
+        if lease is None:
+            return  # evicted meanwhile: the host no longer waits for this node anyway
         key = Layout.placement_read(placement.doc.round) + self.node_id
         self._retry.run(
             partial(self._store.put, key, b"", lease=lease),
