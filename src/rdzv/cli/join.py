@@ -52,7 +52,10 @@ class Terminated(BaseException):
 )
 @click.option("--node-id", help="Unique name of this node [default: HOST-PID-RANDOM].")
 @click.option(
-    "--addr", help="HOST or HOST:PORT others reach this node at; PORT becomes MASTER_PORT on rank 0."
+    "--addr",
+    help="HOST or HOST:PORT others reach this node at; PORT becomes MASTER_PORT on rank 0 "
+    "[default: this machine's address on the route to the store's host, and a free port "
+    "held until the command starts].",
 )
 @click.option(
     "--join-timeout",
