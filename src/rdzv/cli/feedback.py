@@ -48,7 +48,8 @@ class JoinFeedback:
         if now - self._last_trouble < TROUBLE_EVERY:
             return
         self._last_trouble = now
-        self.say(f"rdzv: {error} (while {what}); retrying, {seconds_left:.0f} s left of --join-timeout")
+        left = f"{seconds_left:.0f} s left of --join-timeout"
+        self.say(f"rdzv: waiting for the store ({what}): {error}; retrying, {left}")
 
     def say(self, message: str) -> None:
         with self._lock:
