@@ -153,13 +153,14 @@ def test_join_says_at_once_and_again_that_the_store_refuses_and_ends_by_its_time
                    "--max", "1", "--join-timeout", "6")  # fmt: skip
     commands.append(node)
     code, _, err = node.finish()
-    took = time.monotonic() - node.started
+    ended = time.monotonic() - node.started
     assert code == 1, err
-    assert took < 6 + 5, f"join took {took:.1f} s with --join-timeout 6"
     reports = [(at, line) for at, line in node.lines if "connection refused" in line and "s left" in line]
+    # Two reports 5 s apart within a 6 s timeout: the first came at once. Timed from it, not from
+    # process start, so a slow interpreter start on a loaded machine does not count.
     assert len(reports) >= 2, err
     assert f"127.0.0.1:{port}" in reports[0][1]
-    assert reports[0][0] < 4, f"first report after {reports[0][0]:.1f} s"
+    assert ended - reports[0][0] < 6 + 4, f"join ended {ended - reports[0][0]:.1f} s after its first report"
 
 
 # -- 3. status never hosts; an unknown run says so -----------------------------------------------
@@ -368,10 +369,10 @@ def _stderr_on_a_terminal(*args: str) -> str:
 
 
 def test_join_shows_a_live_progress_line_on_a_terminal_only() -> None:
-    args = ("join", "memory://progress", "--run-id", "p", "--min", "2", "--max", "3", "--join-timeout", "1")
-    assert "1/2 joined (min 2, max 3)" in _stderr_on_a_terminal(*args)
-    assert "joined" not in _stderr_on_a_terminal(*args, "--quiet")
-    assert "joined" not in run(*args).stderr  # not a terminal
+    args = ("join", "memory://progress", "--run-id", "p", "--min", "2", "--max", "3", "--join-timeout")
+    assert "1/2 joined (min 2, max 3)" in _stderr_on_a_terminal(*args, "2")
+    assert "joined" not in _stderr_on_a_terminal(*args, "1", "--quiet")
+    assert "joined" not in run(*args, "1").stderr  # not a terminal
 
 
 # -- 11. the library's own help and the README -----------------------------------------------------
