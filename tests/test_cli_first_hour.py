@@ -296,7 +296,9 @@ def test_the_joiner_hosting_the_store_stays_until_a_slow_member_has_read_its_pla
         wait_for_status(hosted, "hosted", lambda s: s.waiting == ["host"])
         slow = Command("join", url, *args, "--node-id", "slow")
         commands.append(slow)
-        wait_for_status(hosted, "hosted", lambda s: len(s.waiting) == 2)
+        arrivals = Layout("hosted").prefix + Layout.arrivals(1)
+        while (entry := hosted.get(arrivals)) is None or entry.value != b"2":  # counted, not just listed
+            hosted.wait(arrivals, entry.version if entry else 0, PATIENCE)
     slow.proc.send_signal(signal.SIGSTOP)  # in the lobby: it will be placed but cannot read it yet
     try:
         third = run("join", url, *args, "--node-id", "third")
