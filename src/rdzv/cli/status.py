@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import click
 
-from rdzv.cli.options import store_url
-from rdzv.registry import open_store
+from rdzv.cli.options import open_url, read_token, store_url, token_options
+from rdzv.errors import StoreError
 from rdzv.rendezvous.config import ENV_VARS
 from rdzv.rendezvous.layout import Layout
-from rdzv.rendezvous.status import RunStatus, read_status
+from rdzv.rendezvous.status import RunStatus, known_runs, read_status
 from rdzv.store.base import Store
 
 
@@ -22,16 +23,28 @@ from rdzv.store.base import Store
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--watch", is_flag=True, help="Redraw whenever the run changes (Ctrl-C to stop).")
 @click.option("--server", is_flag=True, help="Show the tcp:// server's counters instead of a run.")
-def status(url: str, run_id: str | None, as_json: bool, watch: bool, server: bool) -> None:
+@token_options
+def status(
+    url: str,
+    run_id: str | None,
+    as_json: bool,
+    watch: bool,
+    server: bool,
+    token: str | None,
+    token_file: Path | None,
+) -> None:
     """Show a run's current round: state, members with rank, address and last
     heartbeat, nodes waiting for the next round, and spares.
+
+    Only reads: it never hosts a tcp:// store nor creates a file:// one, and
+    exits 1 if the store cannot be reached or has never seen the run.
 
     \b
     Examples:
       rdzv status tcp://10.0.0.1:29400 --run-id job1
       rdzv status tcp://10.0.0.1:29400 --server --json
     """
-    with open_store(url) as store:
+    with open_url(url, read_token(token, token_file), read_only=True) as store:
         if server:
             _show_server(store, as_json)
             return
@@ -39,12 +52,23 @@ def status(url: str, run_id: str | None, as_json: bool, watch: bool, server: boo
             raise click.UsageError("--run-id is required (or --server for the server's counters)")
         while True:
             current = read_status(store, run_id)
+            if current.state == "unknown":
+                raise click.ClickException(_unknown_run(store, run_id))
             if watch:
                 click.clear()
             click.echo(json.dumps(asdict(current), indent=2) if as_json else render(current))
             if not watch:
                 return
             store.wait(Layout(run_id).prefix, current.revision, 2.0)
+
+
+def _unknown_run(store: Store, run_id: str) -> str:
+    message = f"run {run_id!r} is unknown to the store at {store.url}"
+    try:
+        runs = known_runs(store)
+    except StoreError:  # not allowed to list everything: say no more
+        return message
+    return f"{message}; runs there: {', '.join(runs)}" if runs else f"{message}; it holds no runs"
 
 
 def render(run: RunStatus) -> str:
@@ -58,7 +82,9 @@ def render(run: RunStatus) -> str:
         ]
         for m in run.members:
             beat = (
-                "gone (evicted)"
+                "left"
+                if m.left
+                else "gone (evicted)"
                 if not m.alive
                 else "?"
                 if m.since_heartbeat is None
