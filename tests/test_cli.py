@@ -104,7 +104,7 @@ def test_backends_lists_built_in_schemes() -> None:
 
 def test_help_explains_every_command() -> None:
     result = run("--help")
-    for command in ("backends", "join", "status"):
+    for command in ("backends", "join", "run", "status"):
         assert command in result.stdout
 
 

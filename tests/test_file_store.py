@@ -28,12 +28,14 @@ from rdzv.testing.contract import StoreContract
 class TestFileStoreContract(StoreContract):
     @pytest.fixture
     def store_url(self, tmp_path: Path) -> str:
-        return f"file://{tmp_path / 'store'}"
+        return f"file://{tmp_path / 'store'}?create=1"
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    return tmp_path / "store"
+    path = tmp_path / "store"
+    path.mkdir()
+    return path
 
 
 def _set_mtimes(root: Path, when: float) -> None:
@@ -44,8 +46,10 @@ def _set_mtimes(root: Path, when: float) -> None:
 # -- URL and options -----------------------------------------------------------
 
 
-def test_open_store_creates_the_missing_directory_and_applies_options(root: Path) -> None:
-    with open_store(f"file://{root / 'a' / 'b'}?poll=0.05&poll_min=0.001&timeout=2&fsync=1") as store:
+def test_open_store_creates_the_missing_directory_when_asked_and_applies_options(root: Path) -> None:
+    with open_store(
+        f"file://{root / 'a' / 'b'}?poll=0.05&poll_min=0.001&timeout=2&fsync=1&create=1"
+    ) as store:
         assert isinstance(store, FileStore)
         store.put("k", b"v")
         assert store.get("k") is not None
@@ -89,7 +93,7 @@ _AWKWARD_KEYS = ["", ".", "..", "../escape", "/abs", "a/../../b", "nul\0byte", "
 
 def test_awkward_keys_stay_inside_the_keys_directory_and_round_trip(tmp_path: Path) -> None:
     root = tmp_path / "store"
-    with FileStore(root) as store:
+    with FileStore(root, create=True) as store:
         for key in _AWKWARD_KEYS:
             store.put(key, key.encode())
         assert sorted(tmp_path.iterdir()) == [root]
@@ -175,10 +179,37 @@ def test_io_error_raises_store_unavailable(root: Path) -> None:
             store.put("k", b"v")
 
 
-def test_a_directory_that_is_a_file_raises_store_unavailable(tmp_path: Path) -> None:
+def test_a_directory_that_is_a_file_is_refused_as_not_a_directory(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
-    with pytest.raises(StoreUnavailableError):
-        FileStore(tmp_path / "file")
+    with pytest.raises(ConfigurationError, match="is not a directory"):
+        FileStore(tmp_path / "file", create=True)
+
+
+def test_a_missing_directory_is_refused_unless_create_is_asked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"does not exist.*\?create=1"):
+        open_store(f"file://{tmp_path / 'typo'}")
+    assert not (tmp_path / "typo").exists()
+
+
+def test_the_filesystem_root_is_refused_even_with_create() -> None:
+    with pytest.raises(ConfigurationError, match="filesystem root"):
+        open_store("file:///?create=1")
+
+
+def test_a_non_empty_directory_that_is_not_a_store_is_refused(root: Path) -> None:
+    (root / "thesis.tex").write_text("precious")
+    with pytest.raises(ConfigurationError, match=r"not empty and not an rdzv store.*thesis\.tex"):
+        open_store(f"file://{root}?create=1")
+    assert sorted(p.name for p in root.iterdir()) == ["thesis.tex"]
+
+
+def test_an_existing_store_directory_is_reopened(root: Path) -> None:
+    with FileStore(root) as store:
+        store.put("k", b"v")
+    with open_store(f"file://{root}") as again:
+        entry = again.get("k")
+        assert entry is not None
+        assert entry.value == b"v"
 
 
 def test_lock_held_too_long_raises_store_timeout(root: Path) -> None:

@@ -80,7 +80,7 @@ def spawn() -> Iterator[Callable[..., Worker]]:
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
-    return f"file://{tmp_path / 'store'}?poll=0.05"
+    return f"file://{tmp_path / 'store'}?poll=0.05&create=1"
 
 
 def _start_together(workers: list[Worker]) -> None:

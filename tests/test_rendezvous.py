@@ -161,9 +161,28 @@ def test_closing_a_running_round_is_reported_to_members(cluster: Callable[..., C
 
 def test_join_timeout_raises_and_leaves_the_lobby(cluster: Callable[..., Cluster]) -> None:
     c = cluster(2, 2, join_timeout=0.2)
-    with pytest.raises(RendezvousTimeoutError, match="did not complete"):
+    with pytest.raises(RendezvousTimeoutError, match=r"did not complete.*waiting for round 1\)") as raised:
         c.node("a").next_rendezvous()
+    assert raised.value.round == 1
     assert c.node("b").num_nodes_waiting() == 0
+
+
+def test_a_host_waits_for_members_to_confirm_their_placement_but_not_for_the_departed(
+    cluster: Callable[..., Cluster],
+) -> None:
+    c = cluster(3, 3)
+    results(c.join("host", "reader", "leaver"))
+    c.node("reader").confirm_placement()
+    c.node("leaver").shutdown()  # its lease ends, as a crashed member's does when it expires
+    assert c.node("host").wait_placements_read(PATIENCE) == []
+
+
+def test_waiting_for_placements_gives_up_at_its_timeout_naming_the_unconfirmed(
+    cluster: Callable[..., Cluster],
+) -> None:
+    c = cluster(2, 2)
+    results(c.join("host", "silent"))
+    assert c.node("host").wait_placements_read(0.2) == ["silent"]
 
 
 def test_wait_for_change_returns_none_when_nothing_happens(cluster: Callable[..., Cluster]) -> None:

@@ -253,6 +253,7 @@ def assert_world_of_four(found: list[dict[str, Any]], output: str) -> None:
 def test_two_nodes_run_gloo_all_reduce_through_rdzv(start: Any, store: str, tmp_path: Path) -> None:
     """``HOST:PORT`` is the embedded TCP store (with a token here); a URL picks its backend."""
     if store == "file":
+        (tmp_path / "store").mkdir()
         args = torchrun_args(f"file://{tmp_path}/store", "two-nodes", "2")
     else:
         args = torchrun_args(free_port(), "two-nodes", "2", conf=FAST_CONF + ",token=s3cret")

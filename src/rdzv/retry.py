@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 TRANSIENT = (StoreUnavailableError, StoreTimeoutError)
 
+RetryObserver = Callable[[str, Exception, float], None]
+"""Told ``(what, error, seconds left)`` before each retry; ``rdzv join`` shows it to the user."""
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -40,6 +43,8 @@ class RetryPolicy:
     max_delay: float = 1.0
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    on_retry: RetryObserver | None = None
+    """Reports each transient failure instead of the log warning."""
 
     def run(self, action: Callable[[], T], *, deadline: float, what: str) -> T:
         """Call ``action`` until it succeeds; re-raise the last transient error at ``deadline``."""
@@ -52,7 +57,10 @@ class RetryPolicy:
                 remaining = deadline - self.clock()
                 if remaining <= 0:
                     raise
-                log.warning("rdzv: %s failed (%s); retrying in %.2f s", what, exc, min(delay, remaining))
+                if self.on_retry is not None:
+                    self.on_retry(what, exc, remaining)
+                else:
+                    log.warning("rdzv: %s failed (%s); retrying in %.2f s", what, exc, min(delay, remaining))
                 self.sleep(min(delay, remaining))
                 if self.clock() >= deadline:
                     raise  # no time for another attempt: the error stands, not a "no time left"

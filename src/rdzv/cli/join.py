@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import click
 
-from rdzv.cli.options import run_id, store_url
+from rdzv.cli.feedback import JoinFeedback
+from rdzv.cli.options import open_url, read_token, run_id, store_url, token_options
 from rdzv.rendezvous.config import ENV_VARS
 from rdzv.rendezvous.node import Rendezvous, RendezvousInfo
+from rdzv.rendezvous.progress import ProgressWatch
+
+__all__ = ["Terminated", "join"]
 
 SECONDS = click.FloatRange(min=0, min_open=True)
+HOST_LINGER = 60.0
+"""Most seconds a node hosting the store waits, before leaving, for members to read their placement."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C, so the node leaves the lobby or round on its way out."""
 
 
 @click.command()
@@ -39,7 +52,10 @@ SECONDS = click.FloatRange(min=0, min_open=True)
 )
 @click.option("--node-id", help="Unique name of this node [default: HOST-PID-RANDOM].")
 @click.option(
-    "--addr", help="HOST or HOST:PORT others reach this node at; PORT becomes MASTER_PORT on rank 0."
+    "--addr",
+    help="HOST or HOST:PORT others reach this node at; PORT becomes MASTER_PORT on rank 0 "
+    "[default: this machine's address on the route to the store's host, and a free port "
+    "held until the command starts].",
 )
 @click.option(
     "--join-timeout",
@@ -89,30 +105,85 @@ SECONDS = click.FloatRange(min=0, min_open=True)
     show_default=True,
     help="Print the result as a JSON object or as shell `export` lines.",
 )
+@click.option("--quiet", "-q", is_flag=True, help="No progress line while waiting.")
+@token_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def join(url: str, run_id: str, min_nodes: int, max_nodes: int, node_id: str | None, addr: str | None,
          join_timeout: float, last_call_timeout: float, heartbeat_interval: float, heartbeat_misses: int,
-         rank_policy: str, output: str, command: tuple[str, ...]) -> None:  # fmt: skip
+         rank_policy: str, output: str, quiet: bool, token: str | None, token_file: Path | None,
+         command: tuple[str, ...]) -> None:  # fmt: skip
     """Join run RUN_ID through the store at URL and print this node's rank.
 
     With a command after `--`, run it with RANK, WORLD_SIZE, MASTER_ADDR and
     MASTER_PORT (and RDZV_ROUND, RDZV_RUN_ID, RDZV_NODE_ID) set, keeping this
     node's heartbeat alive until it exits; rdzv exits with its exit code.
+    SIGTERM or Ctrl-C leaves the lobby or round at once (exit 143 or 130).
+
+    \b
+    URL forms:
+      tcp://HOST:PORT[?token=T]   the embedded server: `rdzv serve`, or hosted by the
+                                  node whose address HOST is (it stays until the round's
+                                  members have read their placement)
+      file:///shared/dir[?create=1]   a directory every node mounts
+      etcd://HOST:2379[,HOST2:2379]   etcd v3
+      memory://NAME               this process only (tests)
+
+    A tcp:// store's token (shared secret) comes from --token-file, else
+    --token, else the URL's ?token=, else RDZV_TOKEN: the first found wins.
+
+    \b
+    Environment: RDZV_URL, RDZV_RUN_ID, RDZV_MIN_NODES, RDZV_MAX_NODES,
+    RDZV_JOIN_TIMEOUT, RDZV_LAST_CALL_TIMEOUT, RDZV_HEARTBEAT_INTERVAL,
+    RDZV_HEARTBEAT_MISSES, RDZV_RANK_POLICY and RDZV_TOKEN stand in for the
+    argument and options.
 
     \b
     Example:
       rdzv join tcp://10.0.0.1:29400 --run-id job1 --min 2 --max 4 -- python train.py
     """
-    with Rendezvous(
-        url, run_id, min_nodes, max_nodes, node_id=node_id, addr=addr, join_timeout=join_timeout,
+    feedback = JoinFeedback()
+    with _sigterm_unwinds(), open_url(url, read_token(token, token_file)) as store, Rendezvous(
+        store, run_id, min_nodes, max_nodes, node_id=node_id, addr=addr, join_timeout=join_timeout,
         last_call_timeout=last_call_timeout, heartbeat_interval=heartbeat_interval,
-        heartbeat_misses=heartbeat_misses, rank_policy=rank_policy,
+        heartbeat_misses=heartbeat_misses, rank_policy=rank_policy, on_retry=feedback.store_trouble,
     ) as node:  # fmt: skip
-        info = node.next_rendezvous()
-        click.echo(_format(info, output, node.node_id))
+        watch = ProgressWatch(store, node.settings)
+        with feedback.progress(watch, enabled=not quiet and sys.stderr.isatty()):
+            info = node.next_rendezvous()
+        text = _format(info, output, node.node_id)
+        node.confirm_placement()
+        click.echo(text)
         sys.stdout.flush()
-        if command:
-            sys.exit(_run_child(list(command), _child_env(info, node.node_id)))
+        try:
+            if command:
+                node.release_port()  # rank 0's MASTER_PORT, held until now, is the command's to bind
+                sys.exit(_run_child(list(command), _child_env(info, node.node_id)))
+        finally:
+            if getattr(store, "hosted", None) is not None:
+                _stay_for_members(node, feedback)
+
+
+def _stay_for_members(node: Rendezvous, feedback: JoinFeedback) -> None:
+    """This process serves the store: leave only when the round's members have read their places."""
+    unread = node.wait_placements_read(HOST_LINGER)
+    if unread:
+        feedback.say(
+            f"rdzv: leaving after {HOST_LINGER:.0f} s although {len(unread)} member(s) have not read "
+            f"their placement from the store this node hosts: {' '.join(unread)}"
+        )
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    def terminate(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one unwind; a second signal must not cut it short
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _child_env(info: RendezvousInfo, node_id: str) -> dict[str, str]:

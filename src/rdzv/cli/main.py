@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -9,7 +10,8 @@ import click
 from rdzv import __version__
 from rdzv.cli.backends import backends
 from rdzv.cli.bench import bench
-from rdzv.cli.join import join
+from rdzv.cli.join import Terminated, join
+from rdzv.cli.run import run as run_command
 from rdzv.cli.serve import serve
 from rdzv.cli.status import status
 from rdzv.errors import ConfigurationError, RdzvError
@@ -21,14 +23,15 @@ def main() -> None:
     """Elastic rendezvous for distributed jobs.
 
     Nodes meet through a store given as a URL: tcp://HOST:PORT (the embedded
-    server, see `rdzv serve`), file:///shared/dir, etcd://HOST:2379 or
-    memory://NAME (one process only).
+    server, see `rdzv serve`), file:///shared/dir (?create=1 to create it),
+    etcd://HOST:2379 or memory://NAME (one process only).
     """
 
 
 main.add_command(backends)
 main.add_command(serve)
 main.add_command(join)
+main.add_command(run_command)
 main.add_command(status)
 main.add_command(bench)
 
@@ -40,6 +43,9 @@ def run(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("rdzv: interrupted", err=True)
         sys.exit(130)
+    except Terminated:
+        click.echo("rdzv: terminated", err=True)
+        sys.exit(128 + signal.SIGTERM)
     except click.ClickException as exc:
         click.echo(f"rdzv: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)

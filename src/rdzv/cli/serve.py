@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from rdzv.cli.options import env_token, read_token, token_options
 from rdzv.errors import ConfigurationError
 from rdzv.store.tcp.protocol import Limits
 
@@ -22,17 +23,6 @@ __all__ = ["serve"]
 
 log = logging.getLogger("rdzv.serve")
 _DEFAULTS = Limits()
-
-
-def _read_token(token: str | None, token_file: Path | None) -> bytes | None:
-    if token and token_file:
-        raise click.UsageError("give --token or --token-file, not both")
-    if token_file is not None:
-        text = token_file.read_text().strip()
-        if not text:
-            raise click.UsageError(f"token file {token_file} is empty")
-        return text.encode()
-    return token.encode() if token else None
 
 
 def _raise_fd_limit(connections: int) -> None:
@@ -101,12 +91,7 @@ async def _run(
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=29400, show_default=True, type=int, help="Port; 0 picks a free one.")
-@click.option(
-    "--token", envvar="RDZV_TOKEN", help="Shared secret clients must prove they know [env: RDZV_TOKEN]."
-)
-@click.option(
-    "--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Read the token here."
-)
+@token_options
 @click.option(
     "--insecure", is_flag=True, help="Allow a non-loopback --host without a token (anyone may connect)."
 )
@@ -164,7 +149,8 @@ def serve(
     from rdzv.store.tcp.server import new_event_loop
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    secret = _read_token(token, token_file)
+    text = read_token(token, token_file) or env_token()
+    secret = text.encode() if text else None
     if secret is None and not is_loopback(host):
         if not insecure:
             raise click.UsageError(

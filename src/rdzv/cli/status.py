@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import click
 
-from rdzv.cli.options import store_url
+from rdzv.cli.options import open_url, read_token, store_url, token_options
 from rdzv.cli.watchview import rich_available, watch_live
-from rdzv.registry import open_store
+from rdzv.errors import StoreError
 from rdzv.rendezvous.config import ENV_VARS
 from rdzv.rendezvous.layout import Layout
-from rdzv.rendezvous.status import RunStatus, read_status
+from rdzv.rendezvous.status import RunStatus, known_runs, read_status
 from rdzv.store.base import Store
 
 
@@ -27,25 +28,42 @@ from rdzv.store.base import Store
     help="Redraw whenever the run changes (Ctrl-C to stop); a live table on a terminal with rdzv[watch].",
 )  # fmt: skip
 @click.option("--server", is_flag=True, help="Show the tcp:// server's counters instead of a run.")
-def status(url: str, run_id: str | None, as_json: bool, watch: bool, server: bool) -> None:
+@token_options
+def status(
+    url: str,
+    run_id: str | None,
+    as_json: bool,
+    watch: bool,
+    server: bool,
+    token: str | None,
+    token_file: Path | None,
+) -> None:
     """Show a run's current round: state, members with rank, address and last
     heartbeat, nodes waiting for the next round, and spares.
+
+    Only reads: it never hosts a tcp:// store nor creates a file:// one, and
+    exits 1 if the store cannot be reached or has never seen the run.
 
     \b
     Examples:
       rdzv status tcp://10.0.0.1:29400 --run-id job1
       rdzv status tcp://10.0.0.1:29400 --server --json
     """
-    with open_store(url) as store:
+    with open_url(url, read_token(token, token_file), read_only=True) as store:
         if server:
             _show_server(store, as_json)
             return
         if not run_id:
             raise click.UsageError("--run-id is required (or --server for the server's counters)")
-        if watch and not as_json and _live_view(store, run_id):
-            return
+        if watch and not as_json and sys.stdout.isatty():
+            if read_status(store, run_id).state == "unknown":
+                raise click.ClickException(_unknown_run(store, run_id))
+            if _live_view(store, run_id):
+                return
         while True:
             current = read_status(store, run_id)
+            if current.state == "unknown":
+                raise click.ClickException(_unknown_run(store, run_id))
             if watch:
                 click.clear()
             click.echo(json.dumps(asdict(current), indent=2) if as_json else render(current))
@@ -55,14 +73,21 @@ def status(url: str, run_id: str | None, as_json: bool, watch: bool, server: boo
 
 
 def _live_view(store: Store, run_id: str) -> bool:
-    """Draw ``--watch`` with rich on a terminal; ``False`` where the plain redraw is used."""
-    if not sys.stdout.isatty():
-        return False
+    """Draw ``--watch`` with rich on a terminal; ``False`` without rich (the plain redraw)."""
     if not rich_available():
         click.echo("rdzv status: pip install 'rdzv[watch]' for a live table; plain redraw", err=True)
         return False
     watch_live(store, run_id)
     return True
+
+
+def _unknown_run(store: Store, run_id: str) -> str:
+    message = f"run {run_id!r} is unknown to the store at {store.url}"
+    try:
+        runs = known_runs(store)
+    except StoreError:  # not allowed to list everything: say no more
+        return message
+    return f"{message}; runs there: {', '.join(runs)}" if runs else f"{message}; it holds no runs"
 
 
 def render(run: RunStatus) -> str:
@@ -76,7 +101,9 @@ def render(run: RunStatus) -> str:
         ]
         for m in run.members:
             beat = (
-                "gone (evicted)"
+                "left"
+                if m.left
+                else "gone (evicted)"
                 if not m.alive
                 else "?"
                 if m.since_heartbeat is None

@@ -9,6 +9,9 @@
     r/K/rank/NODE            a member's rank in round K (bound to that member's lease)
     r/K/members              round K's members in rank order (read on demand)
     r/K/closed               marker written when the run is closed during round K
+    r/K/left/NODE            a member of round K that left cleanly (``status`` tells it from evicted)
+    r/K/read/NODE            a member has read its placement in round K (bound to its lease; see
+                             ``Rendezvous.wait_placements_read``)
     user/K/                  the job's own keys for round K (``RendezvousInfo.store``)
 
 Members of round K watch ``r/K/``: a rank key vanishing is a member lost, a
@@ -62,6 +65,14 @@ class Layout:
     @staticmethod
     def closed_marker(round_: int) -> str:
         return f"r/{round_}/closed"
+
+    @staticmethod
+    def left(round_: int) -> str:
+        return f"r/{round_}/left/"
+
+    @staticmethod
+    def placement_read(round_: int) -> str:
+        return f"r/{round_}/read/"
 
     @staticmethod
     def user(round_: int) -> str:

@@ -27,12 +27,13 @@ from rdzv.core.plan import counts_as_waiting
 from rdzv.core.records import RoundDoc, RoundState, decode_members, decode_round_doc, encode
 from rdzv.errors import ConfigurationError, RendezvousStateError, RendezvousTimeoutError, StoreError
 from rdzv.registry import open_store
+from rdzv.rendezvous.address import PortReservation, route_host, split_addr
 from rdzv.rendezvous.config import RendezvousSettings
 from rdzv.rendezvous.heartbeat import Heartbeat
 from rdzv.rendezvous.join import Joiner, NodeIdentity, Placement, read_lobby_entry
 from rdzv.rendezvous.layout import Layout
 from rdzv.rendezvous.runmetrics import track_runs
-from rdzv.retry import RetryPolicy
+from rdzv.retry import RetryObserver, RetryPolicy
 from rdzv.store.base import Store
 from rdzv.store.deadline import bounded
 
@@ -114,11 +115,38 @@ class RendezvousInfo:
 
 
 class Rendezvous:
-    """One node's membership in an elastic run.
+    """One node's membership in an elastic run: join rounds, stay alive, notice changes.
 
-    ``url_or_store`` is a store URL (``tcp://``, ``file://``, ``etcd://``,
-    ``memory://``) or an open :class:`~rdzv.store.Store`. The node is evicted
-    after ``heartbeat_interval * heartbeat_misses`` seconds without a heartbeat.
+    ``url_or_store`` is a store URL (``tcp://HOST:PORT``, ``file:///shared/dir``,
+    ``etcd://HOST:2379``, ``memory://NAME``) or an open :class:`~rdzv.store.Store`
+    (then the caller closes it). Every node of a run passes the same ``run_id``.
+
+    A round completes at once when ``max_nodes`` nodes have joined. With at least
+    ``min_nodes`` but fewer than ``max_nodes``, it waits ``last_call_timeout``
+    seconds more for latecomers, then completes with those present: so with
+    ``min_nodes < max_nodes`` a round of fewer than ``max_nodes`` takes
+    ``last_call_timeout`` seconds. Nodes beyond ``max_nodes`` wait as spares for
+    the next round. ``next_rendezvous`` gives up after ``join_timeout`` seconds.
+
+    ``addr`` is ``HOST`` or ``HOST:PORT`` where other nodes reach this one; rank 0's
+    becomes the round's coordinator (``MASTER_ADDR``/``MASTER_PORT``). The default
+    host is this machine's address on the route to the store's host, and the
+    default port a free one, held (bound with ``SO_REUSEADDR``, not listening)
+    until :meth:`release_port`. ``labels`` are free-form strings kept in this
+    node's join record. ``node_id`` must be unique in the run (default
+    ``HOST-PID-RANDOM``). The node is evicted after ``heartbeat_interval *
+    heartbeat_misses`` seconds without a heartbeat. ``rank_policy``: ``stable``
+    (members keep their ranks across rounds), ``sorted`` (by address) or
+    ``arrival``. ``on_retry(what, error, seconds_left)`` hears of each transient
+    store failure while a step is retried.
+
+    Example::
+
+        with Rendezvous("tcp://10.0.0.1:29400", "job1", min_nodes=2, max_nodes=4) as node:
+            info = node.next_rendezvous()   # blocks until a round with this node completes
+            train(info.rank, info.world_size, info.coordinator)
+            if node.wait_for_change(timeout=60) == Change.MEMBER_LOST:
+                info = node.next_rendezvous()
     """
 
     def __init__(
@@ -138,21 +166,26 @@ class Rendezvous:
         heartbeat_misses: int = 3,
         rank_policy: str = "stable",
         clock: Clock = time.monotonic,
+        on_retry: RetryObserver | None = None,
     ) -> None:
         self.settings = RendezvousSettings(
             run_id, min_nodes, max_nodes, join_timeout, last_call_timeout, close_timeout,
             heartbeat_interval, heartbeat_misses, rank_policy,
         )  # fmt: skip
-        host, port = _split_addr(addr)
-        self.node_id = node_id or f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+        host, port = split_addr(addr) if addr else ("", None)
+        self.node_id = node_id or f"{host or socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         if not self.node_id or "/" in self.node_id:
             raise ConfigurationError(f"node_id {self.node_id!r} must be non-empty and contain no '/'")
         self._owns_store = isinstance(url_or_store, str)
         self._root_store = open_store(url_or_store) if isinstance(url_or_store, str) else url_or_store
         track_runs(self._root_store)  # a hosting node with ?metrics_port= reports runs too
         self._store = self._root_store.scoped(Layout(run_id).prefix)
+        self._port = PortReservation()
         self._node = NodeIdentity(
-            self.node_id, host, (lambda: port) if port else _free_port, dict(labels or {})
+            self.node_id,
+            host or route_host(self._root_store.url),
+            (lambda: port) if port else self._port.take,
+            dict(labels or {}),
         )
         self._clock = clock
         self._heartbeat = Heartbeat(
@@ -161,7 +194,7 @@ class Rendezvous:
         self._placement: Placement | None = None
         self._left_behind: str | None = None
         self._closed_down = False
-        self._retry = RetryPolicy(clock=clock)
+        self._retry = RetryPolicy(clock=clock, on_retry=on_retry)
 
     @property
     def run_id(self) -> str:
@@ -202,16 +235,19 @@ class Rendezvous:
             if isinstance(outcome, Placement):
                 self._placement = outcome
                 self._left_behind = joiner.left_behind
+                if outcome.rank != 0:
+                    self._port.release()  # only rank 0's port is the coordinator's
                 return RendezvousInfo(self._store, outcome, self.run_id)
             if now >= deadline:
+                waiting_for = joiner.waiting_round  # read first: leaving the lobby forgets it
                 self._retry.run(
                     joiner.leave_lobby, deadline=self._clock() + LAST_LOOK, what="leaving the lobby"
                 )
                 raise RendezvousTimeoutError(
                     f"rendezvous {self.run_id!r} did not complete within {self.settings.join_timeout} s "
-                    f"(node {self.node_id} waiting for round {joiner.waiting_round})",
+                    f"(node {self.node_id} waiting for round {waiting_for})",
                     run_id=self.run_id,
-                    round=joiner.waiting_round,
+                    round=waiting_for,
                 )
             until = deadline if outcome.until is None else min(outcome.until, deadline)
             watch = partial(self._store.wait, outcome.key, outcome.since, max(until - now, 0.0))
@@ -268,7 +304,52 @@ class Rendezvous:
                 return Change.NODES_WAITING
             since = revision
 
+    def release_port(self) -> None:
+        """Let go of the coordinator port this node holds, so a command can bind it without
+        ``SO_REUSEADDR``. Call it just before starting that command. Idempotent."""
+        self._port.release()
+
+    def confirm_placement(self) -> None:
+        """Tell a node that hosts the store that this node has read its placement."""
+        placement, lease = self._placement, self._heartbeat.lease
+        if placement is None:
+            raise RendezvousStateError(
+                "confirm_placement needs a completed next_rendezvous()", run_id=self.run_id
+            )
+        if lease is None:
+            return  # evicted meanwhile: the host no longer waits for this node anyway
+        key = Layout.placement_read(placement.doc.round) + self.node_id
+        self._retry.run(
+            partial(self._store.put, key, b"", lease=lease),
+            deadline=self._clock() + self.settings.lease_ttl,
+            what="confirming the placement",
+        )
+
+    def wait_placements_read(self, timeout: float) -> list[str]:
+        """Block until every other member of this node's round has confirmed its placement or
+        is gone (its rank key ended with its lease); return those still unconfirmed at ``timeout``.
+
+        A node hosting the store calls this before it leaves, so no member loses
+        the store before it has read where it belongs.
+        """
+        placement = self._placement
+        if placement is None:
+            return []
+        round_ = placement.doc.round
+        deadline = self._clock() + timeout
+        while True:
+            confirmed = self._store.list(Layout.placement_read(round_))
+            ranks = self._store.list(Layout.ranks(round_))
+            done = {e.key.rsplit("/", 1)[1] for e in confirmed} | {self.node_id}
+            pending = [e.key.rsplit("/", 1)[1] for e in ranks if e.key.rsplit("/", 1)[1] not in done]
+            remaining = deadline - self._clock()
+            if not pending or remaining <= 0:
+                return pending
+            # Both live under the round's area: one watch sees a confirmation and a death.
+            self._store.wait(Layout.area(round_), min(confirmed.revision, ranks.revision), remaining)
+
     def is_closed(self) -> bool:
+        """Whether the run was closed (``set_closed``): joining it would raise ``RendezvousClosedError``."""
         doc = self._doc()
         return doc is not None and doc.closed
 
@@ -304,6 +385,10 @@ class Rendezvous:
         if self._closed_down:
             return False
         self._closed_down = True
+        self._port.release()
+        if self._placement is not None:  # so `rdzv status` shows "left", not "evicted"
+            with contextlib.suppress(StoreError):
+                self._store.put(Layout.left(self._placement.doc.round) + self.node_id, b"")
         self._heartbeat.stop(revoke=True)
         if self._owns_store:
             self._root_store.close()
@@ -328,29 +413,3 @@ class Rendezvous:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.shutdown()
-
-
-def _split_addr(addr: str | None) -> tuple[str, int | None]:
-    """``HOST``, ``HOST:PORT``, ``[V6]`` or ``[V6]:PORT`` into host and optional port."""
-    if not addr:
-        return socket.gethostname(), None
-    if addr.startswith("["):
-        host, _, rest = addr[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif addr.count(":") == 1:
-        host, port = addr.split(":")
-    else:
-        host, port = addr, ""
-    if not port:
-        return host, None
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigurationError(f"addr {addr!r}: expected HOST or HOST:PORT with PORT in 1-65535")
-    return host, int(port)
-
-
-def _free_port() -> int:
-    """A port for this node's coordinator, were it to become rank 0."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        port: int = sock.getsockname()[1]
-        return port

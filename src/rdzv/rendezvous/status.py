@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from rdzv.core.plan import counts_as_waiting
 from rdzv.core.records import decode_members, decode_rank, decode_round_doc
 from rdzv.rendezvous.join import read_lobby_entry
-from rdzv.rendezvous.layout import Layout
+from rdzv.rendezvous.layout import ROOT, Layout
 from rdzv.store.base import Store
 
 
@@ -20,6 +20,8 @@ class MemberStatus:
     """Its rank key still exists, so its lease has not expired."""
     since_heartbeat: float | None
     """Seconds since its last heartbeat, by the store's clock; ``None`` if unknown."""
+    left: bool = False
+    """Not alive because it left cleanly (``shutdown``), rather than evicted."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,8 @@ class RunStatus:
     run_id: str
     round: int
     state: str
-    """``joining`` (no round yet), ``complete`` or ``closed``."""
+    """``unknown`` (the store has no key of the run), ``joining`` (no round yet), ``complete``
+    or ``closed``."""
     world_size: int = 0
     coordinator: str = ""
     min_nodes: int = 0
@@ -38,6 +41,11 @@ class RunStatus:
     spares: list[str] = field(default_factory=list)
     """Nodes queued while the round is full."""
     revision: int = 0
+
+
+def known_runs(store: Store) -> list[str]:
+    """The run ids that have keys in this store."""
+    return sorted({e.key[len(ROOT) :].split("/", 1)[0] for e in store.list(ROOT)})
 
 
 def read_status(store: Store, run_id: str) -> RunStatus:
@@ -52,7 +60,8 @@ def read_status(store: Store, run_id: str) -> RunStatus:
     waiting = [r.node_id for r in records if counts_as_waiting(r, round_, world, max_nodes)]
     spares = [r.node_id for r in records if not counts_as_waiting(r, round_, world, max_nodes)]
     if doc is None:
-        return RunStatus(run_id, 0, "joining", waiting=waiting, revision=lobby.revision)
+        state = "joining" if records or run.list("") else "unknown"
+        return RunStatus(run_id, 0, state, waiting=waiting, revision=lobby.revision)
     return RunStatus(
         run_id=run_id,
         round=round_,
@@ -74,6 +83,8 @@ def _members(run: Store, round_: int, token: str) -> list[MemberStatus]:
         return []
     record = decode_members(entry.value, Layout.members(round_))
     ranks_prefix = Layout.ranks(round_)
+    left_prefix = Layout.left(round_)
+    left = {e.key[len(left_prefix) :] for e in run.list(left_prefix)}
     live = {}
     for rank_entry in run.list(ranks_prefix):
         if decode_rank(rank_entry.value, rank_entry.key).token == token:
@@ -82,5 +93,8 @@ def _members(run: Store, round_: int, token: str) -> list[MemberStatus]:
     for position, (node, addr) in enumerate(zip(record.members, record.addrs, strict=True)):
         lease = live.get(node)
         info = run.lease_info(lease) if lease is not None else None
-        result.append(MemberStatus(position, node, addr, node in live, info.since_refresh if info else None))
+        since = info.since_refresh if info else None
+        result.append(
+            MemberStatus(position, node, addr, node in live, since, node not in live and node in left)
+        )
     return result

@@ -33,13 +33,20 @@ from urllib.parse import quote, unquote
 
 import msgpack
 
-from rdzv.errors import StoreCorruptedError, StoreError, StoreTimeoutError, StoreUnavailableError
+from rdzv.errors import (
+    ConfigurationError,
+    StoreCorruptedError,
+    StoreError,
+    StoreTimeoutError,
+    StoreUnavailableError,
+)
 from rdzv.store.deadline import time_left
 
 __all__ = ["FORMAT", "Disk", "EntryRecord", "LeaseRecord", "Meta", "key_to_name", "name_to_key"]
 
 FORMAT = 1
 _TEMP_PREFIX = ".tmp-"
+_OWN_NAMES = {".lock", "meta", "keys", "leases"}
 _MAX_QUOTED = 180  # longer escaped names are hashed: NAME_MAX is 255 bytes on most filesystems
 _LOCK_POLL_MIN = 0.0005
 _LOCK_POLL_MAX = 0.01
@@ -109,6 +116,7 @@ class Disk:
         fsync: bool,
         lock_timeout: float,
         on_stall: Callable[[float, float], None] | None = None,
+        create: bool = False,
     ) -> None:
         """``on_stall(start, end)`` hears, once the lock is taken, that it was unavailable from
         ``start`` (a wait of ``STALL`` seconds or more began, even one that gave up) to ``end``."""
@@ -123,8 +131,37 @@ class Disk:
         self.meta_path = root / "meta"
         self._lock = _Lock(root / ".lock", lock_timeout)
         with self._io(root):
-            for directory in (root, self.keys_dir, self.leases_dir):
-                directory.mkdir(parents=True, exist_ok=True)
+            self._check_root(create)
+            for directory in (self.keys_dir, self.leases_dir):
+                directory.mkdir(exist_ok=True)
+
+    def _check_root(self, create: bool) -> None:
+        """Use only a directory that is empty or an rdzv store: a typo or an unmounted share must
+        not quietly give each node a private store, nor a store scatter its files into ``/``."""
+        root = self.root
+        if root == Path(root.anchor):
+            raise ConfigurationError(
+                f"{self.url}: refusing to use the filesystem root as a store; "
+                "give the store a directory of its own, such as file:///shared/rdzv"
+            )
+        if not root.exists():
+            if not create:
+                raise ConfigurationError(
+                    f"{self.url}: directory {root} does not exist; check the path and that the shared "
+                    f"filesystem is mounted, then create it (mkdir -p {root}) or add ?create=1 to the URL"
+                )
+            root.mkdir(parents=True, exist_ok=True)
+        if not root.is_dir():
+            raise ConfigurationError(f"{self.url}: {root} is not a directory; a file store needs a directory")
+        foreign = sorted(
+            n for n in os.listdir(root) if n not in _OWN_NAMES and not n.startswith(_TEMP_PREFIX)
+        )
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise ConfigurationError(
+                f"{self.url}: {root} is not empty and not an rdzv store (it holds {shown}); "
+                "use an empty directory or one an rdzv file store created"
+            )
 
     def close(self) -> None:
         with self._lock.mutex:

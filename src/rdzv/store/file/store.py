@@ -8,7 +8,9 @@ clock differences between hosts cannot matter. See ``docs/file-store.md``.
 
 URL options: ``poll`` (longest wait between polls, s; default 0.25), ``poll_min``
 (first poll interval, s; default 0.01), ``timeout`` (longest wait for the lock,
-s; default 30), ``fsync`` (``1`` to fsync every write; default off).
+s; default 30), ``fsync`` (``1`` to fsync every write; default off), ``create``
+(``1`` to create the directory if it is missing; default off). The directory
+must be empty or an rdzv store; the filesystem root is refused.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ OPTIONS = {
     "poll_min": "first poll interval in seconds (default 0.01)",
     "timeout": "longest wait for the directory lock in seconds (default 30)",
     "fsync": "1 to fsync every write, 0 not to (default 0)",
+    "create": "1 to create the directory if it is missing (default 0)",
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -62,10 +65,11 @@ class FileStore(Store):
         poll_min: float = 0.01,
         timeout: float = 30.0,
         fsync: bool = False,
+        create: bool = False,
         prune_after: int = 1024,
         clock: Clock = time.monotonic,
     ) -> None:
-        """Open (creating if missing) the store in the absolute directory ``path``.
+        """Open the store in the absolute directory ``path`` (created if missing with ``create``).
 
         ``clock`` judges lease expiry (tests pass a fake one); ``prune_after`` is
         how many revisions a tombstone is kept at least.
@@ -83,7 +87,9 @@ class FileStore(Store):
         self._poll_min = min(poll_min, poll)
         self._prune_after = prune_after
         self._clock = clock
-        self._disk = Disk(root, url=self.url, fsync=fsync, lock_timeout=timeout, on_stall=self._stalled)
+        self._disk = Disk(
+            root, url=self.url, fsync=fsync, lock_timeout=timeout, on_stall=self._stalled, create=create
+        )
         self._watch = LeaseWatch()
         self._watch_lock = threading.Lock()
         self._next_check = -math.inf
@@ -113,8 +119,9 @@ class FileStore(Store):
         kwargs: dict[str, Any] = {
             name: _number(name, merged[name]) for name in ("poll", "poll_min", "timeout") if name in merged
         }
-        if "fsync" in merged:
-            kwargs["fsync"] = _flag("fsync", merged["fsync"])
+        for flag in ("fsync", "create"):
+            if flag in merged:
+                kwargs[flag] = _flag(flag, merged[flag])
         return cls(path, **kwargs)
 
     # -- reads ------------------------------------------------------------------

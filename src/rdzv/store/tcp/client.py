@@ -310,7 +310,12 @@ class TcpStore(Store):
             except ssl.SSLError as exc:
                 raise StoreUnavailableError(f"TLS with {self.url} failed: {exc}", url=self.url) from exc
             except ConnectionRefusedError as exc:
-                raise StoreUnavailableError(f"nothing listens at {self.url}: {exc}", url=self.url) from exc
+                # Nobody listens there: say so now. Callers retry against their own deadline
+                # (a rendezvous does), rather than each call spending its whole timeout here.
+                raise StoreUnavailableError(
+                    f"cannot reach the store at {self.url}: connection refused (nothing listens there)",
+                    url=self.url,
+                ) from exc
             except (OSError, ConnectionLostError) as exc:
                 if time.monotonic() + delay >= deadline:
                     raise StoreUnavailableError(
