@@ -63,34 +63,41 @@ class ServerError(Exception):
 
 
 class Pending:
-    """A sent request; ``wait`` for its reply.
+    """A sent request: its reply (or error) once ``delivered``.
 
-    A one-shot signal made of one held lock (``set`` releases it) rather than a
-    ``threading.Event`` (a condition, a lock and a waiter lock per wait): with
-    thousands of threads in one process every request's wake-up is cheaper.
+    Its caller sleeps on ``_signal``, a lock held while armed: released once
+    when the reply is delivered, or when the caller is asked to take over
+    reading the socket (see ``Connection._hand_off``). A lock, not a
+    ``threading.Event``: with thousands of threads in one process every
+    wake-up is cheaper. ``delivered`` and ``_armed`` change under the
+    connection's lock.
     """
 
-    __slots__ = ("_signal", "error", "result")
+    __slots__ = ("_armed", "_signal", "delivered", "error", "result")
 
     def __init__(self) -> None:
         self._signal = threading.Lock()
         self._signal.acquire()
+        self._armed = True
+        self.delivered = False
         self.result: Any = None
         self.error: Exception | None = None
 
-    def set(self) -> None:
-        """Mark the reply (or error) delivered; called once, by whoever removed it from the table."""
-        self._signal.release()
-
     def is_set(self) -> bool:
-        return not self._signal.locked()
+        return self.delivered
 
-    def wait(self, timeout: float) -> bool:
-        """Whether the reply arrived within ``timeout`` seconds."""
-        if self._signal.acquire(timeout=max(timeout, 0.0)):
-            self._signal.release()  # stays set for any later look
-            return True
-        return False
+    def _wake(self) -> None:
+        """Release the sleeping caller (under the connection's lock)."""
+        if self._armed:
+            self._armed = False
+            self._signal.release()
+
+    def _rearm(self, woken: bool) -> None:
+        """After a sleep (under the connection's lock): hold the signal again for the next one."""
+        if woken or not self._armed:
+            if not woken:
+                self._signal.acquire()  # released after our sleep timed out: take it back
+            self._armed = True
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
@@ -153,6 +160,10 @@ class Connection:
         """Held by whoever reads the socket now: a caller, or the I/O thread."""
         self._caller_reads = False
         """A caller reads (the I/O thread must not watch the socket meanwhile); under ``_lock``."""
+        self._watched = False
+        """The I/O thread watches the socket; under ``_lock``."""
+        self._followers: dict[Pending, None] = {}
+        """Requests whose callers sleep while another caller reads; under ``_lock``."""
         self._buffer = bytearray()
         self._tls = tls is not None
         self._recv_timeout = 0
@@ -169,7 +180,8 @@ class Connection:
             raise
         self._poll = select.poll()  # for a caller reading: poll, unlike select, takes any fd number
         self._poll.register(self.sock, select.POLLIN)
-        reactor().watch(self.sock, self._on_readable)
+        with self._lock:
+            self._hand_off()
 
     def _handshake(self, token: bytes | None) -> str:
         hello = _read_frame(self.sock, p.HANDSHAKE_FRAME_MAX)
@@ -221,20 +233,30 @@ class Connection:
     def await_reply(self, pending: Pending, deadline: float) -> bool:
         """Wait for ``pending`` until ``deadline``, pinging a silent server; whether it arrived.
 
-        The caller reads the socket itself while no one else does; otherwise its
-        reply is handed to it. A connection found dead fails ``pending`` too,
-        which then counts as arrived (with ``pending.error`` set).
+        The caller reads the socket itself while no other caller does, and
+        otherwise sleeps until its reply is handed to it or it is asked to take
+        over reading. A connection found dead fails ``pending`` too, which then
+        counts as arrived (with ``pending.error`` set).
         """
-        while True:
-            remaining = deadline - time.monotonic()
-            step = min(max(remaining, 0.0), self.probe)
-            if pending.is_set() or (
-                self._read_as_caller(pending, step) if self._lead() else pending.wait(step)
-            ):
-                return True
-            self._check_silence()  # also when the caller gives up: short calls still probe
-            if remaining <= self.probe:
-                return pending.is_set()
+        try:
+            while not pending.delivered:
+                now = time.monotonic()
+                remaining = deadline - now
+                step = min(max(remaining, 0.0), self.probe)
+                if self._lead():
+                    self._read_as_caller(pending, step)
+                else:
+                    self._follow(pending, step)
+                if pending.delivered:
+                    break
+                if time.monotonic() - now >= step:  # a whole step without the reply
+                    self._check_silence()  # also when the caller gives up: short calls still probe
+                    if remaining <= self.probe:
+                        break
+        finally:
+            with self._lock:
+                self._hand_off()  # whoever reads next, if no one does now
+        return pending.delivered
 
     def _lead(self) -> bool:
         """Become the socket's reader if no caller is; the I/O thread then stops watching it."""
@@ -242,24 +264,48 @@ class Connection:
             if self._caller_reads or self.lost is not None:
                 return False
             self._caller_reads = True
-        reactor().unwatch(self.sock)
+            if self._watched:
+                self._watched = False
+                reactor().unwatch(self.sock)
         return True
+
+    def _follow(self, pending: Pending, timeout: float) -> None:
+        """Sleep until the reply is delivered, this caller should read, or ``timeout``."""
+        with self._lock:
+            if pending.delivered or not self._caller_reads:
+                return  # delivered, or the reader stepped down: lead instead
+            self._followers[pending] = None
+        woken = pending._signal.acquire(timeout=max(timeout, 0.0))
+        with self._lock:
+            self._followers.pop(pending, None)
+            pending._rearm(woken)
+
+    def _hand_off(self) -> None:
+        """Under ``_lock``, with no caller reading: wake a sleeping caller to read, else watch."""
+        if self._caller_reads or self.lost is not None:
+            return
+        if self._followers:
+            first = next(iter(self._followers))
+            del self._followers[first]
+            first._wake()  # it reads next: a caller waiting for its own reply, not the I/O thread
+        elif not self._watched:
+            self._watched = True
+            reactor().watch(self.sock, self._on_readable)
 
     def _read_as_caller(self, pending: Pending, timeout: float) -> bool:
         """Read and dispatch replies until ``pending`` has its own, or ``timeout``; whether it has."""
         until = time.monotonic() + timeout
         try:
             with self._read_lock:  # the I/O thread may be finishing a read it began before
-                while not pending.is_set() and self.lost is None:
+                while not pending.delivered and self.lost is None:
                     left = until - time.monotonic()
                     if left <= 0 or not self._receive(left):
                         break
         finally:
             with self._lock:
                 self._caller_reads = False
-                if self.lost is None:
-                    reactor().watch(self.sock, self._on_readable)
-        return pending.is_set()
+                self._hand_off()
+        return pending.delivered
 
     def _on_readable(self) -> None:
         """The I/O thread: the socket has data and no caller reads it."""
@@ -387,27 +433,35 @@ class Connection:
         if not (isinstance(message, list) and len(message) == 3 and isinstance(message[0], int)):
             raise ConnectionLostError(f"the server sent a malformed reply: {message!r:.100}")
         req_id, status, result = message
+        if status != p.OK:
+            detail = result if isinstance(result, dict) else {}
+            result = ServerError(str(detail.get("kind")), str(detail.get("message")))
         with self._lock:
             pending = self._pending.pop(req_id, None)
-        if pending is None:
-            return True
-        if status == p.OK:
+            if pending is not None:
+                self._deliver(pending, result, status == p.OK)
+        return True
+
+    def _deliver(self, pending: Pending, result: Any, ok: bool) -> None:
+        """Hand a reply (or an error) to its caller; under ``_lock``."""
+        if ok:
             pending.result = result
         else:
-            detail = result if isinstance(result, dict) else {}
-            pending.error = ServerError(str(detail.get("kind")), str(detail.get("message")))
-        pending.set()
-        return True
+            pending.error = result
+        pending.delivered = True
+        self._followers.pop(pending, None)
+        pending._wake()
 
     def _fail(self, error: ConnectionLostError) -> None:
         with self._lock:
             if self.lost is None:
                 self.lost = error
             waiting, self._pending = self._pending, {}
-        reactor().unwatch(self.sock)
-        for pending in waiting.values():
-            pending.error = self.lost
-            pending.set()
+            if self._watched:
+                self._watched = False
+                reactor().unwatch(self.sock)
+            for pending in waiting.values():
+                self._deliver(pending, self.lost, False)
 
     def close(self) -> None:
         self._fail(ConnectionLostError("the store was closed", final=True))
