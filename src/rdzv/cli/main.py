@@ -12,6 +12,7 @@ from rdzv.cli.bench import bench
 from rdzv.cli.join import join
 from rdzv.cli.serve import serve
 from rdzv.cli.status import status
+from rdzv.cli.token import token
 from rdzv.errors import ConfigurationError, RdzvError
 
 
@@ -31,6 +32,7 @@ main.add_command(serve)
 main.add_command(join)
 main.add_command(status)
 main.add_command(bench)
+main.add_command(token)
 
 
 def run(argv: list[str] | None = None) -> None:
