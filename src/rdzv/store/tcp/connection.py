@@ -264,8 +264,10 @@ class Connection:
                     message = p.decode(p.unseal(bytes(buf[offset + 4 : end]), self._recv_mac))
                 except p.ProtocolError as exc:
                     raise ConnectionLostError(f"the server sent an undecodable frame: {exc}") from exc
-                except auth.MacError as exc:
-                    raise ConnectionLostError(f"reply from {self.url} rejected: {exc}") from exc
+                except auth.MacError as exc:  # tampering: retrying on this path would not help
+                    raise ConnectionLostError(
+                        f"a reply from {self.url} was rejected: {exc}", final=True
+                    ) from exc
                 offset = end
                 if not self._dispatch(message):
                     return
@@ -276,7 +278,10 @@ class Connection:
         if refused is not None:
             kind, text = refused
             self._fail(
-                ConnectionLostError(f"the server closed the connection: {text}", final=kind == "shutdown")
+                ConnectionLostError(
+                    f"the server closed the connection: {text}",
+                    final=kind in (p.KIND_SHUTDOWN, p.KIND_INTEGRITY),
+                )
             )
             return False
         if not (isinstance(message, list) and len(message) == 3 and isinstance(message[0], int)):

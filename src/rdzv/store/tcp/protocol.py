@@ -68,6 +68,7 @@ KIND_LEASE = "lease"
 KIND_SHUTDOWN = "shutdown"
 KIND_BUSY = "busy"
 KIND_FORBIDDEN = "forbidden"
+KIND_INTEGRITY = "integrity"
 KIND_INTERNAL = "internal"
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

@@ -136,8 +136,10 @@ class Session(asyncio.Protocol):
         self._buffer += data
         try:
             self._drain_frames()
-        except (p.ProtocolError, auth.MacError) as exc:
+        except p.ProtocolError as exc:
             self.fail(p.KIND_PROTOCOL, str(exc))
+        except auth.MacError as exc:
+            self.fail(p.KIND_INTEGRITY, str(exc))
         except Exception as exc:  # a bug must cost one connection, not a traceback per client
             log.debug("internal error serving %s", self.peer, exc_info=True)
             self.fail(p.KIND_INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
