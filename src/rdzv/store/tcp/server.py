@@ -234,6 +234,7 @@ class StoreServer:
         return {
             "server_id": self.server_id,
             "connections": len(self.sessions),
+            "unauthenticated": len(self.admission),
             "keys": len(self.keys),
             "leases": self.keys.lease_count,
             "waiters": len(self.waiters),
