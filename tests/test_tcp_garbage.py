@@ -144,3 +144,44 @@ def test_authenticated_connections_beyond_the_limit_are_refused_and_others_keep_
             raw.close()
     assert "too many connections (limit 8)" in server.log_text()
     _assert_intact(server, good)
+
+
+BAD_REQUESTS: list[tuple[list[Any], str, str]] = [
+    (
+        ["add", ["counter", 2**63 - 1]],
+        p.KIND_LIMIT,
+        "leaves the signed 64-bit range; nothing was changed",
+    ),
+    (["add", ["counter", 2**64 - 1]], p.KIND_PROTOCOL, "argument 1 (delta) is outside the signed 64-bit"),
+    (["add", ["data/0", 1]], p.KIND_PROTOCOL, "the value at 'data/0' is not an integer"),
+    (["wait", ["data/", 0, float("nan")]], p.KIND_PROTOCOL, "finite, non-negative number of seconds"),
+    (["wait", ["data/", 0, float("inf")]], p.KIND_PROTOCOL, "finite, non-negative number of seconds"),
+    (["wait", ["data/", 0, -1.0]], p.KIND_PROTOCOL, "finite, non-negative number of seconds, got -1.0"),
+    (["wait", ["data/", 2**64 - 1, 1.0]], p.KIND_PROTOCOL, "argument 1 (since) is outside"),
+    (["grant", [float("nan")]], p.KIND_PROTOCOL, "finite, non-negative"),
+    (["cas", ["counter", b"x", 2**64 - 1, None]], p.KIND_PROTOCOL, "(expected_version) is outside"),
+    (["refresh", [True]], p.KIND_PROTOCOL, "argument 0 (lease) is missing or of the wrong type"),
+    (["launch_missiles", []], p.KIND_PROTOCOL, "unknown operation 'launch_missiles'; known: add, cas"),
+]
+
+
+def test_each_bad_request_gets_an_error_reply_and_changes_nothing(server: ServerProcess, good: Store) -> None:
+    good.put("counter", str(2**63 - 100).encode())
+    with _authenticated(server.port) as raw:
+        for i, (request, kind, says) in enumerate(BAD_REQUESTS):
+            raw.send([2 * i + 1, *request])
+            reply = raw.receive()
+            assert reply[:2] == [2 * i + 1, p.ERROR], request
+            assert reply[2]["kind"] == kind, request
+            assert says in reply[2]["message"], request
+            raw.send([2 * i + 2, "add", ["counter", 1]])  # the connection goes on, the key still works
+            assert raw.receive() == [2 * i + 2, p.OK, 2**63 - 99 + i]
+    assert "Traceback" not in server.log_text()
+    _assert_intact(server, good)
+
+
+def test_an_overflowing_add_through_the_client_is_an_error_not_a_broken_key(good: Store) -> None:
+    good.put("big", str(2**63 - 1).encode())
+    with pytest.raises(StoreError, match="leaves the signed 64-bit range"):
+        good.add("big", 1)
+    assert good.add("big", -1) == 2**63 - 2
