@@ -102,6 +102,8 @@ class StoreServer:
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._expiry_at = 0.0
         self.ops_total = 0
+        self.internal_errors = 0
+        """Requests or connections that failed on a server bug (each answered with an error)."""
         self._window = (clock(), 0)
         self._rate = 0.0
         self._handlers: dict[str, Handler] = {
@@ -241,6 +243,7 @@ class StoreServer:
             "revision": self.keys.revision,
             "ops_total": self.ops_total,
             "ops_per_second": round(rate, 1),
+            "internal_errors": self.internal_errors,
         }
 
     # -- key operations ----------------------------------------------------------

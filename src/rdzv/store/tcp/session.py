@@ -142,6 +142,7 @@ class Session(asyncio.Protocol):
             self.fail(p.KIND_INTEGRITY, str(exc))
         except Exception as exc:  # a bug must cost one connection, not a traceback per client
             log.debug("internal error serving %s", self.peer, exc_info=True)
+            self.server.internal_errors += 1
             self.fail(p.KIND_INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
     # -- framing ----------------------------------------------------------------
@@ -239,6 +240,7 @@ class Session(asyncio.Protocol):
             return
         except Exception as exc:  # a bug: this request fails, the connection and the server go on
             log.debug("internal error in %s from %s", op, self.peer, exc_info=True)
+            self.server.internal_errors += 1
             self.server.log_limiter.warning(self.host, f"internal error in {op} from {self.peer}: {exc!r}")
             self._write_error(req_id, p.KIND_INTERNAL, f"internal error in {op}: {type(exc).__name__}")
             return
@@ -251,6 +253,7 @@ class Session(asyncio.Protocol):
         try:
             frame = p.encode([req_id, p.OK, result], self._send_mac)
         except (OverflowError, TypeError, ValueError) as exc:  # this reply only; the MAC counter is untouched
+            self.server.internal_errors += 1
             self._write_error(req_id, p.KIND_INTERNAL, f"the reply could not be encoded: {exc}")
             return
         self._write(frame)
