@@ -153,6 +153,9 @@ def test_failed_authentications_space_out_an_address_with_growing_delays() -> No
         admission.failed("x", now)
         delays.append(admission.hello_delay("x", now))
         now += delays[-1]
+        assert admission.hello_delay("x", now) == 0.0
+        admission.hello_sent("x", now)
+        assert admission.hello_delay("x", now) == delays[-1]  # the next handshake waits its turn
     assert delays == sorted(delays)
     assert delays[0] > 0
     assert delays[-1] == 2.0

@@ -89,9 +89,13 @@ class Admission(Generic[T]):
         if now - penalty.last_failure > FORGIVE_AFTER:
             del self._penalties[host]
             return 0.0
-        start = max(now, penalty.next_slot)
-        penalty.next_slot = start + penalty.delay
-        return start - now
+        return max(penalty.next_slot - now, 0.0)
+
+    def hello_sent(self, host: str, now: float) -> None:
+        """A handshake from ``host`` starts now: a penalised address's next one waits its turn."""
+        penalty = self._penalties.get(host)
+        if penalty is not None:
+            penalty.next_slot = now + penalty.delay
 
     def failed(self, host: str, now: float) -> None:
         """Record a failed authentication from ``host``."""

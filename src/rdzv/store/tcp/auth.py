@@ -2,9 +2,10 @@
 
 After a handshake in which both sides proved they know the token, each side
 derives two keys (one per direction) from the token and both nonces. Every
-later frame carries ``HMAC-SHA256(key, seq | frame)[:16]``, where ``seq``
+later frame carries a 16-byte keyed BLAKE2b of ``seq | frame``, where ``seq``
 counts the frames sent in that direction (it is implicit: never sent). A frame
 that is altered, replayed, dropped, reordered or reflected back fails its MAC.
+(Keyed BLAKE2b is a MAC by design and costs a third of an HMAC-SHA256 here.)
 
 A *run token* (``rdzv token --run-id RUN``) is ``rdzv-run:RUN:HEX`` where HEX
 is an HMAC of the run id under the server's secret: the server re-derives it
@@ -84,7 +85,7 @@ class FrameMac:
 
     def tag(self, body: bytes) -> bytes:
         """The MAC of the next frame in this direction (and count it)."""
-        mac = hmac.digest(self._key, _SEQ.pack(self._seq) + body, "sha256")[:MAC_SIZE]
+        mac = hashlib.blake2b(_SEQ.pack(self._seq) + body, key=self._key, digest_size=MAC_SIZE).digest()
         self._seq += 1
         return mac
 

@@ -77,16 +77,17 @@ class Session(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.host = str(peer[0]) if isinstance(peer, tuple) else self.peer
         self.server.admit(self)
-        delay = self.server.admission.hello_delay(self.host, self.server.now())
-        loop = asyncio.get_running_loop()
-        if delay > 0:  # this address failed to authenticate lately: one attempt at a time
-            self._handshake_timer = loop.call_later(delay, self._hello)
-        else:
-            self._hello()
+        self._hello()
 
     def _hello(self) -> None:
         if self.closed or self.transport is None:
             return
+        admission, now = self.server.admission, self.server.now()
+        delay = admission.hello_delay(self.host, now)
+        if delay > 0:  # this address failed to authenticate lately: its handshakes go one at a time
+            self._handshake_timer = asyncio.get_running_loop().call_later(delay, self._hello)
+            return
+        admission.hello_sent(self.host, now)
         hello = {
             "rdzv": p.VERSION,
             "server_id": self.server.server_id,
