@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
@@ -84,3 +85,18 @@ def test_a_silent_connection_is_closed_before_authentication(server: ServerProce
         raw.read_hello()
         frames = raw.receive_until_closed()
     assert frames[-1][2] == {"kind": p.KIND_AUTH, "message": "no handshake within the time limit"}
+
+
+def test_a_client_that_never_reads_its_replies_cannot_grow_the_server(server: ServerProcess) -> None:
+    with TcpStore.from_url(server.url) as store:
+        store.put("big", b"\1" * MiB)
+        before = rss_mib(server.process.pid)
+        with WireClient(server.port) as raw:
+            assert raw.handshake(TOKEN.encode())["ok"]
+            raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            for i in range(1, 2001):  # 2 GiB of replies, pipelined, never read
+                raw.send([i, "get", ["big"]])
+            assert store.get("big") is not None  # the server still serves others
+            during = rss_mib(server.process.pid)
+    print(f"RSS {before:.1f} -> {during:.1f} MiB with 2,000 unread 1 MiB replies")
+    assert during - before < 40
