@@ -8,12 +8,15 @@ import sys
 from collections.abc import Callable, Iterator
 
 import pytest
+from click.testing import CliRunner
 
 from rdzv import Rendezvous
-from rdzv.errors import AuthenticationError
+from rdzv.cli.main import main
+from rdzv.errors import AuthenticationError, ConfigurationError
 from rdzv.registry import open_store
 from rdzv.store.base import Store
 from rdzv.store.tcp import protocol as p
+from rdzv.store.tcp.client import TcpStore
 from rdzv.testing.servers import ServerProcess, serve_process
 from rdzv.testing.wire import WireClient
 
@@ -126,3 +129,18 @@ def test_a_whole_rendezvous_runs_with_a_run_token(server: ServerProcess, job42_t
         info = node.next_rendezvous()
         assert (info.rank, info.world_size) == (0, 1)
         node.set_closed()
+
+
+def test_rdzv_token_explains_a_bad_run_id_or_a_missing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RDZV_TOKEN", raising=False)
+    bad = CliRunner().invoke(main, ["token", "--run-id", "a/b", "--token", "s"])
+    assert bad.exit_code == 2
+    assert "run id 'a/b' is invalid: use 1-128 letters, digits" in bad.output
+    missing = CliRunner().invoke(main, ["token", "--run-id", "job42"])
+    assert missing.exit_code == 2
+    assert "give the server's secret" in missing.output
+
+
+def test_a_run_token_never_hosts_a_store(job42_token: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"a per-run token \(rdzv token\) cannot host a store"):
+        TcpStore("127.0.0.1", 0, token=job42_token, is_host="1")

@@ -35,6 +35,7 @@ from rdzv.errors import (
     StoreUnavailableError,
 )
 from rdzv.store.base import Capabilities, CasResult, Entry, LeaseInfo, Listing, Store
+from rdzv.store.tcp.auth import parse_run_token
 from rdzv.store.tcp.connection import Connection, ConnectionLostError, ServerError
 from rdzv.store.tcp.hosting import HostedServer, bind_listener, is_local_address, is_loopback
 
@@ -112,7 +113,12 @@ class TcpStore(Store):
         self._server_id: str | None = None
         self._closed = False
         self.hosted: HostedServer | None = None
-        if is_host == "1" or (is_host == "auto" and port and is_local_address(host)):
+        run_token = self._token is not None and parse_run_token(self._token) is not None
+        if run_token and is_host == "1":
+            raise ConfigurationError(
+                "a per-run token (rdzv token) cannot host a store: it is not a server secret"
+            )
+        if is_host == "1" or (is_host == "auto" and port and not run_token and is_local_address(host)):
             self._host(host, port, is_host == "1", server_tls(tls_cert, tls_key), insecure)
 
     @classmethod
