@@ -24,7 +24,7 @@ from rdzv.store.keyspace import KeySpace, LeaseNotFoundError
 from rdzv.store.tcp import protocol as p
 from rdzv.store.tcp.admission import Admission, LogLimiter
 from rdzv.store.tcp.scope import check_scope, lease_args
-from rdzv.store.tcp.session import DEFERRED, RequestRejectedError, Session
+from rdzv.store.tcp.session import DEFERRED, HANDSHAKE_TIMEOUT, RequestRejectedError, Session
 from rdzv.store.tcp.waiters import Waiter, WaiterIndex
 
 __all__ = ["StoreServer", "new_event_loop"]
@@ -135,11 +135,20 @@ class StoreServer:
     ) -> tuple[str, int]:
         """Listen (on ``sock`` if given, else ``host:port``); return the bound address."""
         loop = asyncio.get_running_loop()
+        tls_timeout = HANDSHAKE_TIMEOUT if tls else None  # a TLS handshake is not yet a Session
         if sock is not None:
-            self._server = await loop.create_server(lambda: Session(self), sock=sock, ssl=tls, backlog=4096)
+            self._server = await loop.create_server(
+                lambda: Session(self), sock=sock, ssl=tls, backlog=4096, ssl_handshake_timeout=tls_timeout
+            )
         else:
             self._server = await loop.create_server(
-                lambda: Session(self), host, port, ssl=tls, backlog=4096, reuse_address=True
+                lambda: Session(self),
+                host,
+                port,
+                ssl=tls,
+                backlog=4096,
+                reuse_address=True,
+                ssl_handshake_timeout=tls_timeout,
             )
         address = self._server.sockets[0].getsockname()
         return str(address[0]), int(address[1])
