@@ -77,17 +77,18 @@ def session_keys(token: bytes, nonce: bytes, cnonce: bytes) -> tuple[bytes, byte
 class FrameMac:
     """Seals outgoing and checks incoming frames of one direction, counting them."""
 
-    __slots__ = ("_key", "_seq")
+    __slots__ = ("_keyed", "_seq")
 
     def __init__(self, key: bytes) -> None:
-        self._key = key
+        self._keyed = hashlib.blake2b(key=key, digest_size=MAC_SIZE)  # copied per frame: keyed once
         self._seq = 0
 
     def tag(self, body: bytes) -> bytes:
         """The MAC of the next frame in this direction (and count it)."""
-        mac = hashlib.blake2b(_SEQ.pack(self._seq) + body, key=self._key, digest_size=MAC_SIZE).digest()
+        state = self._keyed.copy()
+        state.update(_SEQ.pack(self._seq) + body)
         self._seq += 1
-        return mac
+        return state.digest()
 
     def check(self, body: bytes, mac: bytes) -> None:
         """Raise :class:`MacError` unless ``mac`` is the next frame's MAC of ``body``."""
