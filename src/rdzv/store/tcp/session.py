@@ -181,8 +181,8 @@ class Session(asyncio.Protocol):
         if progressed and self._frame_timer is not None:
             self._frame_timer.cancel()
             self._frame_timer = None
-        if not self.ready or not self._buffer or self._frame_timer is not None:
-            return
+        if not self.ready or not self._buffer or self._frame_timer is not None or self._writing_paused:
+            return  # (while paused, the buffer holds whole frames the client is slow to read replies to)
         self._frame_timer = asyncio.get_running_loop().call_later(
             self.server.limits.frame_timeout,
             self.fail,
