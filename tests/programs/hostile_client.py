@@ -5,7 +5,7 @@ Usage:
         connections from the SOURCE loopback addresses, reopening each one the server closes
     hostile_client.py brute PORT SECONDS SOURCE           wrong-token handshakes, one after another
 
-Prints one JSON line at the end: what it managed.
+Prints one JSON line at the end (after SECONDS, or at SIGTERM): what it managed.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import signal
 import socket
 import sys
 import time
@@ -24,7 +25,7 @@ def hold_slots(port: int, seconds: float, hold: int, sources: list[str]) -> dict
     selector = selectors.DefaultSelector()
     opened = closed = 0
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopping:
         if len(selector.get_map()) < hold:
             try:
                 sock = socket.create_connection(("127.0.0.1", port), 5, (sources[opened % len(sources)], 0))
@@ -52,7 +53,7 @@ def hold_slots(port: int, seconds: float, hold: int, sources: list[str]) -> dict
 def brute_force(port: int, seconds: float, source: str) -> dict[str, float]:
     attempts = refused = 0
     start = time.monotonic()
-    while time.monotonic() - start < seconds:
+    while time.monotonic() - start < seconds and not stopping:
         with socket.create_connection(("127.0.0.1", port), 30, (source, 0)) as sock:
             (size,) = p.HEADER.unpack(sock.recv(4, socket.MSG_WAITALL))
             hello = p.decode(sock.recv(size, socket.MSG_WAITALL))
@@ -67,7 +68,16 @@ def brute_force(port: int, seconds: float, source: str) -> dict[str, float]:
     return {"attempts": attempts, "refused": refused, "seconds": elapsed, "per_second": attempts / elapsed}
 
 
+stopping = False
+
+
+def _stop(signum: int, frame: object) -> None:
+    global stopping
+    stopping = True
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop)
     mode, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     if mode == "slots":
         result = hold_slots(port, seconds, int(sys.argv[4]), sys.argv[5:])
