@@ -14,8 +14,10 @@ from rdzv import Rendezvous
 from rdzv.cli.main import main
 from rdzv.errors import AuthenticationError, ConfigurationError
 from rdzv.registry import open_store
+from rdzv.rendezvous.layout import Layout
 from rdzv.store.base import Store
 from rdzv.store.tcp import protocol as p
+from rdzv.store.tcp.auth import run_prefix
 from rdzv.store.tcp.client import TcpStore
 from rdzv.testing.servers import ServerProcess, serve_process
 from rdzv.testing.wire import WireClient
@@ -144,3 +146,7 @@ def test_rdzv_token_explains_a_bad_run_id_or_a_missing_secret(monkeypatch: pytes
 def test_a_run_token_never_hosts_a_store(job42_token: str) -> None:
     with pytest.raises(ConfigurationError, match=r"a per-run token \(rdzv token\) cannot host a store"):
         TcpStore("127.0.0.1", 0, token=job42_token, is_host="1")
+
+
+def test_the_run_prefix_a_token_allows_is_where_rendezvous_keeps_a_run() -> None:
+    assert run_prefix("job42") == Layout("job42").prefix
