@@ -13,6 +13,8 @@ from rdzv.errors import StoreError
 from rdzv.registry import open_store
 from rdzv.store.base import Store
 from rdzv.store.tcp import protocol as p
+from rdzv.store.tcp.client import TcpStore
+from rdzv.store.tcp.hosting import HostedServer, bind_listener
 from rdzv.testing.servers import ServerProcess, serve_process
 from rdzv.testing.wire import WireClient
 
@@ -185,3 +187,21 @@ def test_an_overflowing_add_through_the_client_is_an_error_not_a_broken_key(good
     with pytest.raises(StoreError, match="leaves the signed 64-bit range"):
         good.add("big", 1)
     assert good.add("big", -1) == 2**63 - 2
+
+
+def test_a_reply_that_cannot_be_encoded_fails_only_its_own_request() -> None:
+    """A server bug staged in a real server (in a thread): one handler returns what msgpack cannot encode."""
+    listener = bind_listener("127.0.0.1", 0)
+    assert listener is not None
+    hosted = HostedServer(listener, token=TOKEN.encode())
+    hosted.server._handlers["ping"] = lambda session, req_id, args: 2**70
+    store = TcpStore("127.0.0.1", hosted.address[1], token=TOKEN, is_host="0", timeout=5)
+    try:
+        store.put("before", b"1")
+        with pytest.raises(StoreError, match="the reply could not be encoded"):
+            store._call("ping", [])
+        assert store.get("before").value == b"1"  # type: ignore[union-attr]  # same connection, still fine
+        assert store.server_stats()["internal_errors"] == 1
+    finally:
+        store.close()
+        hosted.close()
