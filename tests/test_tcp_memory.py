@@ -66,7 +66,7 @@ def test_closing_connections_with_pending_waits_frees_waiters_and_buffers_at_onc
     print(f"RSS {before:.1f} -> {grown:.1f} (20 pending waits + 40 MiB half frames) -> {after:.1f} MiB")
     assert grown - before > 20  # the buffers were really held
     assert after - before < 8
-    assert freed_in < 2
+    assert freed_in < 5  # at once: the waits had a week to run
 
 
 def test_a_frame_left_half_sent_after_authentication_is_timed_out(server: ServerProcess) -> None:
@@ -76,7 +76,7 @@ def test_a_frame_left_half_sent_after_authentication_is_timed_out(server: Server
         raw.send_raw(frame[:50])
         started = time.monotonic()
         frames = raw.receive_until_closed()
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 9  # by the 1 s limit, long before the default 30 s
     assert frames[-1][2] == {"kind": p.KIND_PROTOCOL, "message": "a frame did not arrive whole within 1.0 s"}
 
 
