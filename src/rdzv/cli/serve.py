@@ -74,6 +74,24 @@ async def _run(host: str, port: int, token: bytes | None, tls: ssl.SSLContext | 
 @click.option("--max-keys", default=_DEFAULTS.max_keys, show_default=True, help="Most keys stored.")
 @click.option("--max-connections", default=_DEFAULTS.max_connections, show_default=True, help="Most clients.")
 @click.option(
+    "--max-unauthenticated",
+    default=_DEFAULTS.max_unauthenticated,
+    show_default=True,
+    help="Most connections still in their handshake (beyond it the oldest is closed).",
+)
+@click.option(
+    "--max-unauthenticated-per-peer",
+    default=_DEFAULTS.max_unauthenticated_per_peer,
+    show_default=True,
+    help="Most connections in their handshake from one address.",
+)
+@click.option(
+    "--frame-timeout",
+    default=_DEFAULTS.frame_timeout,
+    show_default=True,
+    help="Seconds a started frame may take to arrive whole.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -92,12 +110,17 @@ def serve(
     max_value: int,
     max_keys: int,
     max_connections: int,
+    max_unauthenticated: int,
+    max_unauthenticated_per_peer: int,
+    frame_timeout: float,
     log_level: str,
 ) -> None:
     """Run the embedded rdzv store server until SIGTERM or SIGINT.
 
     Nodes reach it as tcp://HOST:PORT?token=TOKEN. Clients prove they know the
-    token by HMAC challenge-response; the token itself never crosses the wire.
+    token by HMAC challenge-response, the server proves it back, and every
+    later frame carries a MAC; the token itself never crosses the wire. A
+    token for one run only comes from `rdzv token --run-id RUN`.
     Listening on a non-loopback address requires a token unless --insecure.
     With --port 0 the chosen port is printed on stdout as
     `rdzv serve: listening on HOST:PORT`. State is kept in memory only: if the
@@ -120,11 +143,20 @@ def serve(
             "listening on %s WITHOUT authentication (--insecure): anyone who reaches it may connect", host
         )
     try:
-        limits = Limits(max_frame, max_key, max_value, max_keys, max_connections)
+        limits = Limits(
+            max_frame,
+            max_key,
+            max_value,
+            max_keys,
+            max_connections,
+            max_unauthenticated=max_unauthenticated,
+            max_unauthenticated_per_peer=max_unauthenticated_per_peer,
+            frame_timeout=frame_timeout,
+        )
         tls = server_tls(tls_cert, tls_key)
     except (ValueError, ConfigurationError) as exc:
         raise click.UsageError(str(exc)) from exc
-    _raise_fd_limit(max_connections)
+    _raise_fd_limit(max_connections + max_unauthenticated)
     loop = new_event_loop()
     try:
         loop.run_until_complete(_run(host, port, secret, tls, limits))
