@@ -14,6 +14,7 @@ from rdzv.cli.join import Terminated, join
 from rdzv.cli.run import run as run_command
 from rdzv.cli.serve import serve
 from rdzv.cli.status import status
+from rdzv.cli.token import token
 from rdzv.errors import ConfigurationError, RdzvError
 
 
@@ -34,6 +35,7 @@ main.add_command(join)
 main.add_command(run_command)
 main.add_command(status)
 main.add_command(bench)
+main.add_command(token)
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -103,6 +103,24 @@ async def _run(
 @click.option("--max-keys", default=_DEFAULTS.max_keys, show_default=True, help="Most keys stored.")
 @click.option("--max-connections", default=_DEFAULTS.max_connections, show_default=True, help="Most clients.")
 @click.option(
+    "--max-unauthenticated",
+    default=_DEFAULTS.max_unauthenticated,
+    show_default=True,
+    help="Most connections still in their handshake (beyond it the oldest is closed).",
+)
+@click.option(
+    "--max-unauthenticated-per-peer",
+    default=_DEFAULTS.max_unauthenticated_per_peer,
+    show_default=True,
+    help="Most connections in their handshake from one address.",
+)
+@click.option(
+    "--frame-timeout",
+    default=_DEFAULTS.frame_timeout,
+    show_default=True,
+    help="Seconds a started frame may take to arrive whole.",
+)
+@click.option(
     "--metrics-port", type=click.IntRange(0, 65535),
     help="Serve Prometheus metrics at http://METRICS-HOST:PORT/metrics (0: a free port; "
     "needs rdzv[metrics]).",
@@ -127,6 +145,9 @@ def serve(
     max_value: int,
     max_keys: int,
     max_connections: int,
+    max_unauthenticated: int,
+    max_unauthenticated_per_peer: int,
+    frame_timeout: float,
     metrics_port: int | None,
     metrics_host: str | None,
     log_level: str,
@@ -134,7 +155,9 @@ def serve(
     """Run the embedded rdzv store server until SIGTERM or SIGINT.
 
     Nodes reach it as tcp://HOST:PORT?token=TOKEN. Clients prove they know the
-    token by HMAC challenge-response; the token itself never crosses the wire.
+    token by HMAC challenge-response, the server proves it back, and every
+    later frame carries a MAC; the token itself never crosses the wire. A
+    token for one run only comes from `rdzv token --run-id RUN`.
     Listening on a non-loopback address requires a token unless --insecure.
     With --port 0 the chosen port is printed on stdout as
     `rdzv serve: listening on HOST:PORT`. State is kept in memory only: if the
@@ -161,11 +184,20 @@ def serve(
             "listening on %s WITHOUT authentication (--insecure): anyone who reaches it may connect", host
         )
     try:
-        limits = Limits(max_frame, max_key, max_value, max_keys, max_connections)
+        limits = Limits(
+            max_frame,
+            max_key,
+            max_value,
+            max_keys,
+            max_connections,
+            max_unauthenticated=max_unauthenticated,
+            max_unauthenticated_per_peer=max_unauthenticated_per_peer,
+            frame_timeout=frame_timeout,
+        )
         tls = server_tls(tls_cert, tls_key)
     except (ValueError, ConfigurationError) as exc:
         raise click.UsageError(str(exc)) from exc
-    _raise_fd_limit(max_connections)
+    _raise_fd_limit(max_connections + max_unauthenticated)
     metrics = _metrics(metrics_host or host, metrics_port)
     loop = new_event_loop()
     try:

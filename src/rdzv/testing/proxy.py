@@ -15,6 +15,7 @@ import contextlib
 import selectors
 import socket
 import threading
+from collections.abc import Callable
 
 __all__ = ["RecordingProxy"]
 
@@ -22,8 +23,12 @@ __all__ = ["RecordingProxy"]
 class RecordingProxy:
     """Forwards every connection on ``127.0.0.1:port`` to ``upstream``, recording both ways."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(
+        self, upstream: tuple[str, int], *, tamper: Callable[[str, bytes], bytes] | None = None
+    ) -> None:
+        """``tamper(direction, data)``, if given, rewrites what is forwarded ("client": to the server)."""
         self.upstream = upstream
+        self.tamper = tamper
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._to_server = bytearray()
@@ -98,8 +103,11 @@ class RecordingProxy:
 
     def _forward(self, sock: socket.socket) -> None:
         peer = self._peers[sock]
+        direction = self._selector.get_key(sock).data
         try:
             data = sock.recv(65536)
+            if data and self.tamper is not None:
+                data = self.tamper(direction, data)
             if data:
                 peer.sendall(data)
         except OSError:
@@ -108,7 +116,6 @@ class RecordingProxy:
             self._drop(sock)
             return
         with self._lock:
-            direction = self._selector.get_key(sock).data
             (self._to_server if direction == "client" else self._to_client).extend(data)
 
     def _drop(self, sock: socket.socket) -> None:

@@ -12,7 +12,8 @@ URL options (query parameters or keyword options to ``open_store``):
                (error if the port cannot be bound); ``0``: never host
 ``tls``        ``1`` to connect with TLS; ``ca`` names the CA file to trust
 ``tls_cert``, ``tls_key``  certificate and key when this process hosts with TLS
-``insecure``   ``1`` lets a hosting node listen on a non-loopback address without a token
+``insecure``   ``1`` lets a hosting node listen on a non-loopback address without a token,
+               and a client without a token use a non-loopback server that has none
 ``metrics_port``  a hosting node serves Prometheus metrics on HOST:PORT ``/metrics``
                (``0``: a free port; needs ``rdzv[metrics]``); ignored by nodes that do not host
 
@@ -34,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from rdzv.errors import (
+    AuthenticationError,
     ConfigurationError,
     StoreError,
     StoreStateLostError,
@@ -42,6 +44,7 @@ from rdzv.errors import (
 )
 from rdzv.store.base import Capabilities, CasResult, Entry, LeaseInfo, Listing, Store
 from rdzv.store.deadline import current_deadline
+from rdzv.store.tcp.auth import parse_run_token
 from rdzv.store.tcp.connection import Connection, ConnectionLostError, ServerError
 from rdzv.store.tcp.hosting import HostedServer, bind_listener, is_local_address, is_loopback
 from rdzv.store.tcp.metrics import ServerMetrics
@@ -141,6 +144,7 @@ class TcpStore(Store):
         token = token if token is not None else os.environ.get("RDZV_TOKEN") or None
         self._token = token.encode() if token else None
         self._client_tls = self._client_context(ca) if tls else None
+        self._insecure = insecure
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         self._server_id: str | None = None
@@ -148,7 +152,12 @@ class TcpStore(Store):
         self.hosted: HostedServer | None = None
         self.metrics_address: tuple[str, int] | None = None
         """Where a hosting store serves its metrics (``metrics_port``)."""
-        if is_host == "1" or (is_host == "auto" and port and is_local_address(host)):
+        run_token = self._token is not None and parse_run_token(self._token) is not None
+        if run_token and is_host == "1":
+            raise ConfigurationError(
+                "a per-run token (rdzv token) cannot host a store: it is not a server secret"
+            )
+        if is_host == "1" or (is_host == "auto" and port and not run_token and is_local_address(host)):
             self._host(host, port, is_host == "1", server_tls(tls_cert, tls_key), insecure, metrics_port)
 
     @classmethod
@@ -259,6 +268,8 @@ class TcpStore(Store):
             error = pending.error
             if error is None:
                 return pending.result
+            if isinstance(error, ServerError) and error.kind == "forbidden":
+                raise AuthenticationError(f"{op} refused by {self.url}: {error}", url=self.url) from error
             if isinstance(error, ServerError):
                 raise StoreError(f"{op} refused by {self.url}: {error}", url=self.url, key=key) from error
             if not retry or (isinstance(error, ConnectionLostError) and error.final):
@@ -306,6 +317,7 @@ class TcpStore(Store):
                     timeout=max(remaining, 0.01),
                     url=self.url,
                     probe=self.probe,
+                    allow_unauthenticated=self._insecure or is_loopback(self.address[0]),
                 )
             except ssl.SSLError as exc:
                 raise StoreUnavailableError(f"TLS with {self.url} failed: {exc}", url=self.url) from exc

@@ -1,5 +1,12 @@
 """The client's side of one connection: handshake, then multiplexed requests.
 
+A client holding a token accepts only a server that proves it holds the same
+token, never one announcing no authentication (no downgrade); without a token
+it talks to an unauthenticated server only when told that is allowed
+(loopback, or ``insecure=1``). After an authenticated handshake every frame both
+ways carries a MAC (``rdzv.store.tcp.auth``); a reply failing it ends the
+connection.
+
 Any thread may send a request (under a send lock); replies are matched to their
 callers by request id, so requests from many threads are pipelined on one socket
 and a blocked ``wait`` holds up no one. Who reads the socket: a caller waiting
@@ -19,6 +26,7 @@ is declared lost, which fails every request on it (``TcpStore`` reconnects).
 from __future__ import annotations
 
 import contextlib
+import hmac
 import itertools
 import logging
 import os
@@ -30,7 +38,8 @@ import threading
 import time
 from typing import Any
 
-from rdzv.errors import AuthenticationError
+from rdzv.errors import AuthenticationError, ConfigurationError
+from rdzv.store.tcp import auth
 from rdzv.store.tcp import protocol as p
 from rdzv.store.tcp.reactor import reactor
 
@@ -146,9 +155,13 @@ class Connection:
         timeout: float,
         url: str,
         probe: float = 2.0,
+        allow_unauthenticated: bool = False,
     ) -> None:
         self.url = url
         self.probe = probe
+        self._allow_unauthenticated = allow_unauthenticated
+        self._send_mac: auth.FrameMac | None = None
+        self._recv_mac: auth.FrameMac | None = None
         self._pending: dict[int, Pending] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -190,13 +203,16 @@ class Connection:
             raise ConnectionLostError(f"the server refused the connection: {refused[1]}")
         if not isinstance(hello, dict) or hello.get("rdzv") != p.VERSION:
             raise ConnectionLostError(f"{self.url} does not speak the rdzv store protocol v{p.VERSION}")
-        nonce, cnonce = hello.get("nonce", b""), os.urandom(32)
-        if hello.get("auth") and token is None:
-            raise AuthenticationError(
-                f"the store at {self.url} requires a token: pass ?token=... or set RDZV_TOKEN", url=self.url
-            )
-        mac = p.client_mac(token, nonce, cnonce) if token is not None and hello.get("auth") else None
-        self.sock.sendall(p.encode({"mac": mac, "cnonce": cnonce}))
+        nonce, cnonce = hello.get("nonce"), os.urandom(32)
+        if not isinstance(nonce, bytes) or len(nonce) < 16:
+            raise ConnectionLostError(f"{self.url} sent a handshake without a proper nonce")
+        self._check_auth_offer(bool(hello.get("auth")), token)
+        mac = p.client_mac(token, nonce, cnonce) if token is not None else None
+        message: dict[str, Any] = {"mac": mac, "cnonce": cnonce}
+        run = auth.parse_run_token(token) if token else None
+        if run is not None:
+            message["run"] = run
+        self.sock.sendall(p.encode(message))
         reply = _read_frame(self.sock, p.HANDSHAKE_FRAME_MAX)
         refused = _error_frame(reply)
         if refused is not None and refused[0] == p.KIND_AUTH:
@@ -205,10 +221,35 @@ class Connection:
                 url=self.url,
             )
         if refused is not None or not isinstance(reply, dict) or not reply.get("ok"):
-            raise ConnectionLostError(f"handshake failed: {refused[1] if refused else reply!r}")
-        if mac is not None and reply.get("mac") != p.server_mac(token or b"", nonce, cnonce):
-            raise AuthenticationError(f"the server at {self.url} could not prove it knows the token")
+            raise ConnectionLostError(f"handshake failed: {refused[1] if refused else reply!r:.200}")
+        if token is not None:
+            proof, expected = reply.get("mac"), p.server_mac(token, nonce, cnonce)
+            if not isinstance(proof, bytes) or not hmac.compare_digest(proof, expected):
+                raise AuthenticationError(
+                    f"the server at {self.url} could not prove it knows the token: refusing it", url=self.url
+                )
+            upstream, downstream = auth.session_keys(token, nonce, cnonce)
+            self._send_mac, self._recv_mac = auth.FrameMac(upstream), auth.FrameMac(downstream)
         return str(hello.get("server_id", ""))
+
+    def _check_auth_offer(self, server_auth: bool, token: bytes | None) -> None:
+        """Refuse a server that would authenticate less than this client requires."""
+        if token is not None and not server_auth:
+            raise AuthenticationError(
+                f"the server at {self.url} offers no authentication but we hold a token: refusing it "
+                "(it may be an impostor; a genuine rdzv serve with a token always authenticates)",
+                url=self.url,
+            )
+        if server_auth and token is None:
+            raise AuthenticationError(
+                f"the store at {self.url} requires a token: pass ?token=... or set RDZV_TOKEN", url=self.url
+            )
+        if not server_auth and not self._allow_unauthenticated:
+            raise AuthenticationError(
+                f"the server at {self.url} is not on loopback and offers no authentication: "
+                "give a token (?token=... or RDZV_TOKEN), or insecure=1 to trust it anyway",
+                url=self.url,
+            )
 
     # -- requests -------------------------------------------------------------
 
@@ -220,9 +261,13 @@ class Connection:
                 raise self.lost
             req_id = next(self._ids)
             self._pending[req_id] = pending
-        frame = p.encode([req_id, op, args])
         try:
             with self._send_lock:
+                try:  # before the MAC counter moves: a bad argument costs no frame
+                    frame = p.encode([req_id, op, args], self._send_mac)
+                except (OverflowError, TypeError, ValueError) as exc:
+                    self.abandon(req_id)
+                    raise ConfigurationError(f"{op}: an argument cannot be sent to the store: {exc}") from exc
                 self.sock.sendall(frame)
         except OSError as exc:
             self.abandon(req_id)
@@ -413,9 +458,13 @@ class Connection:
                 if len(buf) < end:
                     break
                 try:
-                    message = p.decode(bytes(buf[offset + 4 : end]))
+                    message = p.decode(p.unseal(bytes(buf[offset + 4 : end]), self._recv_mac))
                 except p.ProtocolError as exc:
                     raise ConnectionLostError(f"the server sent an undecodable frame: {exc}") from exc
+                except auth.MacError as exc:  # tampering: retrying on this path would not help
+                    raise ConnectionLostError(
+                        f"a reply from {self.url} was rejected: {exc}", final=True
+                    ) from exc
                 offset = end
                 if not self._dispatch(message):
                     return
@@ -427,7 +476,10 @@ class Connection:
         if refused is not None:
             kind, text = refused
             self._fail(
-                ConnectionLostError(f"the server closed the connection: {text}", final=kind == "shutdown")
+                ConnectionLostError(
+                    f"the server closed the connection: {text}",
+                    final=kind in (p.KIND_SHUTDOWN, p.KIND_INTEGRITY),
+                )
             )
             return False
         if not (isinstance(message, list) and len(message) == 3 and isinstance(message[0], int)):

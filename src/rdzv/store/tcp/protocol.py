@@ -9,12 +9,22 @@ sends before closing a connection.
 
 Handshake (the token never crosses the wire)::
 
-    server -> {"rdzv": 1, "server_id": ..., "nonce": 32 bytes, "auth": bool}
-    client -> {"mac": HMAC(token, "client" | nonce | cnonce) or None, "cnonce": 32 bytes}
+    server -> {"rdzv": 2, "server_id": ..., "nonce": 32 bytes, "auth": bool}
+    client -> {"mac": HMAC(token, "client" | nonce | cnonce) or None, "cnonce": 32 bytes,
+               "run": RUN or absent}
     server -> {"ok": true, "mac": HMAC(token, "server" | nonce | cnonce) or None}
 
-The server's answering MAC proves to the client that the server knows the token
-too. A wrong or missing MAC gets an error frame and the connection is closed.
+``run`` names the run of a per-run token (``rdzv.store.tcp.auth``); the server
+derives that run's token from its secret and checks the MAC under it. The
+server's answering MAC proves to the client that the server knows the token
+too; a client holding a token refuses a server that offers no authentication
+or does not prove it. A wrong or missing MAC gets an error frame and the
+connection is closed.
+
+On an authenticated connection every later frame, both ways, ends in a 16-byte
+MAC under a per-connection, per-direction key, counted by a sequence number
+(``auth.FrameMac``); the length prefix counts the MAC. A frame failing its MAC
+closes the connection with an error.
 """
 
 from __future__ import annotations
@@ -27,6 +37,8 @@ from typing import Any
 
 import msgpack
 
+from rdzv.store.tcp.auth import MAC_SIZE, FrameMac, MacError
+
 __all__ = [
     "HEADER",
     "OK",
@@ -38,9 +50,10 @@ __all__ = [
     "decode",
     "encode",
     "server_mac",
+    "unseal",
 ]
 
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct(">I")
 OK = 0
 ERROR = 1
@@ -54,6 +67,12 @@ KIND_LIMIT = "limit"
 KIND_LEASE = "lease"
 KIND_SHUTDOWN = "shutdown"
 KIND_BUSY = "busy"
+KIND_FORBIDDEN = "forbidden"
+KIND_INTEGRITY = "integrity"
+KIND_INTERNAL = "internal"
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""Every integer in a request or reply is a signed 64-bit value."""
 
 
 class ProtocolError(Exception):
@@ -69,17 +88,46 @@ class Limits:
     max_value: int = 8 * 1024 * 1024
     max_keys: int = 1_000_000
     max_connections: int = 10_000
+    """Most authenticated connections."""
+    max_unauthenticated: int = 256
+    """Most connections still in their handshake; beyond it the oldest is closed."""
+    max_unauthenticated_per_peer: int = 32
+    """Most connections in their handshake from one address; beyond it its oldest is closed."""
+    frame_timeout: float = 30.0
+    """Seconds a started frame (or, before authentication, the handshake) may take to arrive."""
 
     def __post_init__(self) -> None:
-        for name in ("max_frame", "max_key", "max_value", "max_keys", "max_connections"):
-            if getattr(self, name) <= 0:
+        for name in (
+            "max_frame",
+            "max_key",
+            "max_value",
+            "max_keys",
+            "max_connections",
+            "max_unauthenticated",
+            "max_unauthenticated_per_peer",
+            "frame_timeout",
+        ):
+            if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
 
-def encode(message: Any) -> bytes:
-    """One frame: length prefix and msgpack body."""
+def encode(message: Any, mac: FrameMac | None = None) -> bytes:
+    """One frame: length prefix, msgpack body, and the body's MAC on an authenticated connection."""
     body: bytes = msgpack.packb(message, use_bin_type=True)
-    return HEADER.pack(len(body)) + body
+    if mac is None:
+        return HEADER.pack(len(body)) + body
+    return HEADER.pack(len(body) + MAC_SIZE) + body + mac.tag(body)
+
+
+def unseal(frame: bytes, mac: FrameMac | None) -> bytes:
+    """The body of a received frame, its MAC checked (``MacError``) when there is one."""
+    if mac is None:
+        return frame
+    if len(frame) < MAC_SIZE:
+        raise MacError(f"a frame of {len(frame)} bytes is too short to carry its MAC")
+    body = frame[:-MAC_SIZE]
+    mac.check(body, frame[-MAC_SIZE:])
+    return body
 
 
 def decode(body: bytes) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import ssl
@@ -24,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 from rdzv.store.base import Entry
 from rdzv.store.keyspace import KeySpace, LeaseNotFoundError
 from rdzv.store.tcp import protocol as p
-from rdzv.store.tcp.session import DEFERRED, RequestRejectedError, Session
+from rdzv.store.tcp.admission import Admission, LogLimiter
+from rdzv.store.tcp.scope import check_scope, lease_args
+from rdzv.store.tcp.session import DEFERRED, HANDSHAKE_TIMEOUT, RequestRejectedError, Session
 from rdzv.store.tcp.waiters import Waiter, WaiterIndex
 
 if TYPE_CHECKING:
@@ -37,6 +40,9 @@ log = logging.getLogger("rdzv.store.tcp.server")
 MAX_WAIT = 7 * 24 * 3600.0
 TICK = 0.25
 """Period of the loop's lag probe; a gap between ticks beyond two periods is a stall."""
+MAX_WAITERS_PER_CONNECTION = 65_536
+LOG_INTERVAL = 10.0
+"""Seconds between warnings about one peer address (the rest are counted)."""
 Handler = Callable[[Session, int, list[Any]], Any]
 
 
@@ -55,9 +61,26 @@ def _entry(entry: Entry | None) -> list[Any] | None:
 
 
 def _arg(args: list[Any], i: int, kind: type | tuple[type, ...], name: str) -> Any:
+    """Argument ``i``, checked: its type, and a signed 64-bit range for integers."""
     if len(args) <= i or not isinstance(args[i], kind) or (isinstance(args[i], bool) and kind is int):
-        raise p.ProtocolError(f"argument {i} ({name}) is missing or of the wrong type")
-    return args[i]
+        raise RequestRejectedError(p.KIND_PROTOCOL, f"argument {i} ({name}) is missing or of the wrong type")
+    value = args[i]
+    if isinstance(value, int) and not p.INT64_MIN <= value <= p.INT64_MAX:
+        raise RequestRejectedError(
+            p.KIND_PROTOCOL, f"argument {i} ({name}) is outside the signed 64-bit range: {value}"
+        )
+    return value
+
+
+def _seconds(args: list[Any], i: int, name: str) -> float:
+    """A duration argument: a finite, non-negative number of seconds."""
+    value = float(_arg(args, i, (int, float), name))
+    if not math.isfinite(value) or value < 0:
+        raise RequestRejectedError(
+            p.KIND_PROTOCOL,
+            f"argument {i} ({name}) must be a finite, non-negative number of seconds, got {value}",
+        )
+    return value
 
 
 class StoreServer:
@@ -82,6 +105,12 @@ class StoreServer:
         self.keys = KeySpace()
         self.waiters = WaiterIndex()
         self.sessions: set[Session] = set()
+        self.admission: Admission[Session] = Admission(
+            self.limits.max_unauthenticated, self.limits.max_unauthenticated_per_peer
+        )
+        self.log_limiter = LogLimiter(log, LOG_INTERVAL, self._call_later)
+        self._lease_scope: dict[int, str] = {}
+        """The run that granted each lease granted under a run token."""
         self._clock = clock
         self._server: asyncio.AbstractServer | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
@@ -91,6 +120,8 @@ class StoreServer:
         self.stalled_total = 0.0
         """Seconds of event-loop stall given back to the leases so far."""
         self.ops_total = 0
+        self.internal_errors = 0
+        """Requests or connections that failed on a server bug (each answered with an error)."""
         self._window = (clock(), 0)
         self._rate = 0.0
         self._handlers: dict[str, Handler] = {
@@ -127,11 +158,20 @@ class StoreServer:
     ) -> tuple[str, int]:
         """Listen (on ``sock`` if given, else ``host:port``); return the bound address."""
         loop = asyncio.get_running_loop()
+        tls_timeout = HANDSHAKE_TIMEOUT if tls else None  # a TLS handshake is not yet a Session
         if sock is not None:
-            self._server = await loop.create_server(lambda: Session(self), sock=sock, ssl=tls, backlog=4096)
+            self._server = await loop.create_server(
+                lambda: Session(self), sock=sock, ssl=tls, backlog=4096, ssl_handshake_timeout=tls_timeout
+            )
         else:
             self._server = await loop.create_server(
-                lambda: Session(self), host, port, ssl=tls, backlog=4096, reuse_address=True
+                lambda: Session(self),
+                host,
+                port,
+                ssl=tls,
+                backlog=4096,
+                reuse_address=True,
+                ssl_handshake_timeout=tls_timeout,
             )
         self._last_tick = self._clock()
         self._tick = loop.call_later(TICK, self._on_tick)
@@ -155,17 +195,39 @@ class StoreServer:
             await self._server.wait_closed()
             self._server = None
 
-    def admit(self, session: Session) -> bool:
-        if len(self.sessions) >= self.limits.max_connections:
-            return False
+    def now(self) -> float:
+        return self._clock()
+
+    def _call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        asyncio.get_running_loop().call_later(delay, callback)
+
+    def admit(self, session: Session) -> None:
+        """A new connection, pending until it authenticates; may close older pending ones."""
         self.sessions.add(session)
+        for crowded in self.admission.enter(session.host, session):
+            crowded.fail(
+                p.KIND_BUSY,
+                f"too many connections waiting to authenticate (limit {self.admission.budget}, "
+                f"{self.admission.per_peer} per address): the oldest is closed",
+            )
+
+    def authenticated(self, session: Session) -> bool:
+        """Move ``session`` out of the pending budget; refuse it if the server is full."""
+        self.admission.leave(session.host, session)
+        if len(self.sessions) - len(self.admission) > self.limits.max_connections:
+            session.fail(p.KIND_BUSY, f"too many connections (limit {self.limits.max_connections})")
+            return False
         return True
 
     def forget(self, session: Session) -> None:
+        """Release a closed connection's slot and waiters (and their timers) at once. Idempotent."""
         self.sessions.discard(session)
+        self.admission.leave(session.host, session)
         for waiter in session.waiters:
             self.waiters.remove(waiter)
             waiter.done = True
+            if waiter.timer is not None:
+                waiter.timer.cancel()
         session.waiters.clear()
 
     # -- dispatch -------------------------------------------------------------
@@ -173,16 +235,37 @@ class StoreServer:
     def dispatch(self, session: Session, req_id: int, op: str, args: list[Any]) -> Any:
         handler = self._handlers.get(op)
         if handler is None:
-            raise p.ProtocolError(f"unknown operation {op!r}")
+            raise RequestRejectedError(
+                p.KIND_PROTOCOL, f"unknown operation {op[:64]!r}; known: {', '.join(sorted(self._handlers))}"
+            )
         self._count_op()
         self._expire()
+        if session.scope is not None:
+            self._check_scope(session.scope, op, args)
         if self.metrics is None:
-            return handler(session, req_id, args)
-        started = time.perf_counter()
-        try:
-            return handler(session, req_id, args)
-        finally:
-            self.metrics.observe(op, time.perf_counter() - started)
+            result = handler(session, req_id, args)
+        else:
+            started = time.perf_counter()
+            try:
+                result = handler(session, req_id, args)
+            finally:
+                self.metrics.observe(op, time.perf_counter() - started)
+        if op == "grant" and session.scope is not None:
+            self._lease_scope[result] = session.scope
+        return result
+
+    def _check_scope(self, scope: str, op: str, args: list[Any]) -> None:
+        """Refuse what a run-token connection may not touch: other keys, other runs' leases, stats."""
+        problem = check_scope(scope, op, args)
+        if problem is None:
+            for lease in lease_args(op, args):
+                owner = self._lease_scope.get(lease)
+                if owner != scope and (owner is not None or self.keys.lease_info(lease, self._clock())):
+                    problem = f"lease {lease} was not granted to this run"
+        if problem is not None:
+            raise RequestRejectedError(
+                p.KIND_FORBIDDEN, f"{op} refused: {problem}; this token is for the keys under {scope!r} only"
+            )
 
     def _count_op(self) -> None:
         self.ops_total += 1
@@ -199,6 +282,7 @@ class StoreServer:
         return {
             "server_id": self.server_id,
             "connections": len(self.sessions),
+            "unauthenticated": len(self.admission),
             "keys": len(self.keys),
             "leases": self.keys.lease_count,
             "waiters": len(self.waiters),
@@ -209,6 +293,7 @@ class StoreServer:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "auth_failures": self.auth_failures,
+            "internal_errors": self.internal_errors,
         }
 
     # -- key operations ----------------------------------------------------------
@@ -260,7 +345,7 @@ class StoreServer:
         items = []
         for item in raw:
             if not isinstance(item, list) or len(item) != 3:
-                raise p.ProtocolError("put_many items must be [key, value, lease]")
+                raise RequestRejectedError(p.KIND_PROTOCOL, "put_many items must be [key, value, lease]")
             items.append((self._key(item), self._value(item, 1), self._lease(item, 2)))
         now = self._clock()
         for key, _, lease in items:
@@ -287,10 +372,16 @@ class StoreServer:
         key = self._key(args)
         delta: int = _arg(args, 1, int, "delta")
         self._room_for(key)
+        current = self.keys.get(key)
         try:
-            total = self.keys.add(key, delta)
+            total = (int(current.value) if current else 0) + delta
         except ValueError as exc:
             raise RequestRejectedError(p.KIND_PROTOCOL, f"the value at {key!r} is not an integer") from exc
+        if not p.INT64_MIN <= total <= p.INT64_MAX:
+            raise RequestRejectedError(
+                p.KIND_LIMIT, f"adding {delta} to {key!r} leaves the signed 64-bit range; nothing was changed"
+            )
+        self.keys.add(key, delta)
         self._changed([key])
         return total
 
@@ -308,10 +399,14 @@ class StoreServer:
     def _wait(self, session: Session, req_id: int, args: list[Any]) -> Any:
         prefix: str = _arg(args, 0, str, "prefix")
         since: int = _arg(args, 1, int, "since")
-        timeout = float(_arg(args, 2, (int, float), "timeout"))
+        timeout = _seconds(args, 2, "timeout")
         revision = self.keys.changed_since(prefix, since)
         if revision is not None or timeout <= 0:
             return revision
+        if len(session.waiters) >= MAX_WAITERS_PER_CONNECTION:
+            raise RequestRejectedError(
+                p.KIND_LIMIT, f"a connection may hold {MAX_WAITERS_PER_CONNECTION} blocked waits at most"
+            )
         loop = asyncio.get_running_loop()
 
         def done(result: int | None) -> None:
@@ -320,7 +415,7 @@ class StoreServer:
             session.reply(req_id, result)
 
         waiter = Waiter(prefix, since, done)
-        timer = loop.call_later(min(timeout, MAX_WAIT), self._wait_timed_out, waiter)
+        timer = waiter.timer = loop.call_later(min(timeout, MAX_WAIT), self._wait_timed_out, waiter)
         session.waiters.add(waiter)
         self.waiters.add(waiter)
         return DEFERRED
@@ -338,13 +433,18 @@ class StoreServer:
     # -- leases -------------------------------------------------------------------
 
     def _grant(self, session: Session, req_id: int, args: list[Any]) -> Any:
-        ttl = float(_arg(args, 0, (int, float), "ttl"))
+        ttl = _seconds(args, 0, "ttl")
         if not 0 < ttl <= MAX_WAIT:
             raise RequestRejectedError(
                 p.KIND_LEASE, f"lease ttl must be in (0, {MAX_WAIT}] seconds, got {ttl}"
             )
         lease = self.keys.grant(ttl, self._clock())
         self._schedule_expiry()
+        if len(self._lease_scope) > 2 * self.keys.lease_count + 1024:  # drop expired or revoked ones
+            now = self._clock()
+            self._lease_scope = {
+                n: run for n, run in self._lease_scope.items() if self.keys.lease_info(n, now) is not None
+            }
         return lease
 
     def _refresh(self, session: Session, req_id: int, args: list[Any]) -> Any:

@@ -10,19 +10,26 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 __all__ = ["Waiter", "WaiterIndex"]
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
 
 
 class Waiter:
     """One blocked ``wait``: woken at most once, by a change or by its timeout."""
 
-    __slots__ = ("_on_done", "done", "prefix", "since")
+    __slots__ = ("_on_done", "done", "prefix", "since", "timer")
 
     def __init__(self, prefix: str, since: int, on_done: Callable[[int | None], None]) -> None:
         self.prefix = prefix
         self.since = since
         self.done = False
+        self.timer: Cancellable | None = None
+        """Its timeout, cancelled when its connection closes."""
         self._on_done = on_done
 
     def finish(self, revision: int | None) -> None:
