@@ -155,7 +155,7 @@ def _start(specs: list[WorkerSpec], in_process: bool) -> list[_Worker]:
 
 def run_rdzv(n: int, cfg: BenchConfig) -> dict[str, Any]:
     """Every figure of one rdzv run with ``n`` nodes."""
-    host = start_store(cfg.store)
+    host = start_store(cfg.store, n)
     workers: list[_Worker] = []
     result: dict[str, Any] = {"n": n}
     try:
