@@ -141,7 +141,7 @@ def _specs(system: str, host: StoreHost, n: int, cfg: BenchConfig, victim: bool)
         groups.append((n - 1,))
     return [
         WorkerSpec(system, host.url, run_id, group, n, cfg.heartbeat_interval, cfg.heartbeat_misses,
-                   timeout, doomed, cfg.connections)
+                   timeout, doomed, cfg.connections, host.in_process)
         for group in groups
     ]  # fmt: skip
 

@@ -22,8 +22,10 @@ comparable across processes on one machine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +43,13 @@ __all__ = ["WorkerSpec", "run_worker"]
 
 STACK_SIZE = 512 * 1024
 """Thread stack size: thousands of node threads fit in little memory."""
+WORKER_NICE = 10
+"""Worker processes run niced: on one machine the store server (its own host in a deployment)
+must not be starved by a thousand runnable node threads; every system measured gets the same."""
+SWITCH_INTERVAL = 0.05
+"""GIL switch interval of a worker (CPython's default is 5 ms). Each thread waiting for the GIL
+wakes once per interval; with a thousand node threads in one process those futile wake-ups
+take the machine's CPU, where one node per process (a deployment) has none."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,8 @@ class WorkerSpec:
     """Nodes that will be cut off or killed: they take no part in phases 2 and 3."""
     connections: str = "per-node"
     """``per-node``: a store client per node; ``shared``: one per worker process."""
+    in_process: bool = False
+    """Runs as a thread of the harness (memory store): leave the process's settings alone."""
 
 
 @dataclass
@@ -218,6 +229,10 @@ def run_worker(conn: Connection, spec: WorkerSpec) -> None:
     """Worker entry point (a process, or a thread for the in-process memory store)."""
     logging.getLogger("rdzv").setLevel(logging.ERROR)  # a cut-off node's heartbeat complains
     threading.stack_size(STACK_SIZE)
+    if not spec.in_process:
+        with contextlib.suppress(OSError):
+            os.nice(WORKER_NICE)
+        sys.setswitchinterval(SWITCH_INTERVAL)
     nodes, close = _make_nodes(spec)
     phases = _Phases(len(nodes), sum(n.doomed for n in nodes))
     threads = [

@@ -55,6 +55,17 @@ KEEPALIVE = {"TCP_KEEPIDLE": 5, "TCP_KEEPINTVL": 2, "TCP_KEEPCNT": 3}
 """Kernel keepalive: a peer silent for 5 s is probed every 2 s, and dropped after 3 misses."""
 
 
+HANDSHAKES_AT_ONCE = 16
+"""Connections of one process in their connect and handshake at the same time.
+
+A deployed node opens one connection and never waits here. A process holding
+a thousand nodes that all connect at once would otherwise have a thousand
+threads runnable together, and CPython's lock hand-offs among them cost more
+than the handshakes (the server then times slow handshakes out); queued on a
+semaphore they sleep instead."""
+_HANDSHAKES = threading.BoundedSemaphore(HANDSHAKES_AT_ONCE)
+
+
 class ConnectionLostError(Exception):
     """The connection failed; ``final`` when the server said it is shutting down."""
 
@@ -181,16 +192,21 @@ class Connection:
         self._tls = tls is not None
         self._recv_timeout = 0
         """Microseconds of ``SO_RCVTIMEO`` set on the socket (0: none yet)."""
-        raw = socket.create_connection(address, timeout=timeout)
+        if not _HANDSHAKES.acquire(timeout=timeout):
+            raise ConnectionLostError(f"no handshake slot of this process came free in {timeout:.1f} s")
         try:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _keepalive(raw)
-            self.sock: socket.socket = tls.wrap_socket(raw, server_hostname=address[0]) if tls else raw
-            self.server_id = self._handshake(token)
-            self.sock.settimeout(None)
-        except BaseException:
-            raw.close()
-            raise
+            raw = socket.create_connection(address, timeout=timeout)
+            try:
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _keepalive(raw)
+                self.sock: socket.socket = tls.wrap_socket(raw, server_hostname=address[0]) if tls else raw
+                self.server_id = self._handshake(token)
+                self.sock.settimeout(None)
+            except BaseException:
+                raw.close()
+                raise
+        finally:
+            _HANDSHAKES.release()
         self._poll = select.poll()  # for a caller reading: poll, unlike select, takes any fd number
         self._poll.register(self.sock, select.POLLIN)
         with self._lock:
