@@ -8,6 +8,7 @@
     │   └── PluginError                             a store backend that cannot be loaded or used
     ├── StoreError                                  raised by stores, translated at their edge
     │   ├── StoreUnavailableError (also ConnectionError)
+    │   │   └── StoreStateLostError                 a restarted or failed-over store forgot its keys
     │   ├── StoreTimeoutError (also TimeoutError)
     │   └── StoreCorruptedError
     ├── AuthenticationError
@@ -33,6 +34,7 @@ __all__ = [
     "RendezvousTimeoutError",
     "StoreCorruptedError",
     "StoreError",
+    "StoreStateLostError",
     "StoreTimeoutError",
     "StoreUnavailableError",
     "UnknownBackendError",
@@ -81,6 +83,15 @@ class StoreError(RdzvError):
 
 class StoreUnavailableError(StoreError, ConnectionError):
     """The store cannot be reached."""
+
+
+class StoreStateLostError(StoreUnavailableError):
+    """The store came back without its state (a restarted server, a move to another host).
+
+    Raised by a call that spanned the change: revisions and leases it referred to mean
+    nothing to the new store. Callers re-assert what they know (``rdzv.rendezvous.recovery``);
+    later calls reach the new store normally.
+    """
 
 
 class StoreTimeoutError(StoreError, TimeoutError):

@@ -82,6 +82,13 @@ SECONDS = click.FloatRange(min=0, min_open=True)
     help="How ranks are assigned.",
 )
 @click.option(
+    "--split-brain-guard/--no-split-brain-guard",
+    default=True,
+    show_default=True,
+    envvar=ENV_VARS["split_brain_guard"],
+    help="After a store failover, form a round only with a majority of the last one's members.",
+)
+@click.option(
     "--format",
     "output",
     type=click.Choice(["json", "env"]),
@@ -92,7 +99,8 @@ SECONDS = click.FloatRange(min=0, min_open=True)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def join(url: str, run_id: str, min_nodes: int, max_nodes: int, node_id: str | None, addr: str | None,
          join_timeout: float, last_call_timeout: float, heartbeat_interval: float, heartbeat_misses: int,
-         rank_policy: str, output: str, command: tuple[str, ...]) -> None:  # fmt: skip
+         rank_policy: str, split_brain_guard: bool, output: str,
+         command: tuple[str, ...]) -> None:  # fmt: skip
     """Join run RUN_ID through the store at URL and print this node's rank.
 
     With a command after `--`, run it with RANK, WORLD_SIZE, MASTER_ADDR and
@@ -106,7 +114,7 @@ def join(url: str, run_id: str, min_nodes: int, max_nodes: int, node_id: str | N
     with Rendezvous(
         url, run_id, min_nodes, max_nodes, node_id=node_id, addr=addr, join_timeout=join_timeout,
         last_call_timeout=last_call_timeout, heartbeat_interval=heartbeat_interval,
-        heartbeat_misses=heartbeat_misses, rank_policy=rank_policy,
+        heartbeat_misses=heartbeat_misses, rank_policy=rank_policy, split_brain_guard=split_brain_guard,
     ) as node:  # fmt: skip
         info = node.next_rendezvous()
         click.echo(_format(info, output, node.node_id))

@@ -22,16 +22,24 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from types import TracebackType
+from typing import TypeVar
 
 from rdzv.core.plan import counts_as_waiting
-from rdzv.core.records import RoundDoc, RoundState, decode_members, decode_round_doc, encode
-from rdzv.errors import ConfigurationError, RendezvousStateError, RendezvousTimeoutError, StoreError
+from rdzv.core.records import RoundDoc, RoundState, decode_members, decode_rank, decode_round_doc, encode
+from rdzv.errors import (
+    ConfigurationError,
+    RendezvousStateError,
+    RendezvousTimeoutError,
+    StoreError,
+    StoreStateLostError,
+)
 from rdzv.registry import open_store
 from rdzv.rendezvous.config import RendezvousSettings
 from rdzv.rendezvous.heartbeat import Heartbeat
 from rdzv.rendezvous.join import Joiner, NodeIdentity, Placement, read_lobby_entry
 from rdzv.rendezvous.layout import Layout
-from rdzv.retry import RetryPolicy
+from rdzv.rendezvous.recovery import Recovery, rebuild_members, store_lost_round
+from rdzv.retry import TRANSIENT, RetryPolicy
 from rdzv.store.base import Store
 
 __all__ = ["Change", "Rendezvous", "RendezvousInfo"]
@@ -39,6 +47,10 @@ __all__ = ["Change", "Rendezvous", "RendezvousInfo"]
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+T = TypeVar("T")
+
+RETRY_PAUSE = 0.1
+"""Seconds between attempts to watch a store that is failing over."""
 
 
 class Change:
@@ -65,6 +77,7 @@ class RendezvousInfo:
         """A store scoped to this run and round, for the job's own key exchange."""
         self._run_store = run_store
         self._token = doc.token
+        self._doc = doc
         self._members: list[str] | None = None
 
     @property
@@ -74,6 +87,8 @@ class RendezvousInfo:
             key = Layout.members(self.round)
             entry = self._run_store.get(key)
             record = decode_members(entry.value, key) if entry else None
+            if record is None and self._doc is not None:  # a store that lost its state
+                record = rebuild_members(self._run_store, self._doc)
             if record is None or record.token != self._token:
                 raise RendezvousStateError(
                     f"membership of round {self.round} is missing from the store",
@@ -132,11 +147,12 @@ class Rendezvous:
         heartbeat_interval: float = 5,
         heartbeat_misses: int = 3,
         rank_policy: str = "stable",
+        split_brain_guard: bool = True,
         clock: Clock = time.monotonic,
     ) -> None:
         self.settings = RendezvousSettings(
             run_id, min_nodes, max_nodes, join_timeout, last_call_timeout, close_timeout,
-            heartbeat_interval, heartbeat_misses, rank_policy,
+            heartbeat_interval, heartbeat_misses, rank_policy, split_brain_guard,
         )  # fmt: skip
         host, port = _split_addr(addr)
         self.node_id = node_id or f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -150,8 +166,14 @@ class Rendezvous:
         )
         self._clock = clock
         self._heartbeat = Heartbeat(
-            self._store, ttl=self.settings.lease_ttl, interval=heartbeat_interval, name=self.node_id
+            self._store,
+            ttl=self.settings.lease_ttl,
+            interval=heartbeat_interval,
+            name=self.node_id,
+            on_beat=self._after_beat,
         )
+        self._recovery = Recovery(self._store, self.node_id, self._heartbeat.ensure, self.settings.lease_ttl)
+        self._placement_epoch = 0
         self._placement: Placement | None = None
         self._left_behind: str | None = None
         self._closed_down = False
@@ -160,6 +182,11 @@ class Rendezvous:
     @property
     def run_id(self) -> str:
         return self.settings.run_id
+
+    @property
+    def recoveries(self) -> int:
+        """How many times this node re-asserted its round on a store that lost its state."""
+        return self._recovery.epoch
 
     @property
     def store(self) -> Store:
@@ -188,22 +215,48 @@ class Rendezvous:
         deadline = self._clock() + self.settings.join_timeout
         while True:
             now = self._clock()
-            outcome = self._retry.run(partial(joiner.step, now), deadline=deadline, what="a rendezvous step")
+            generation = self._store.generation
+            try:
+                step = partial(joiner.step, now)
+                outcome = self._retry.run(step, deadline=deadline, what="a rendezvous step")
+            except StoreStateLostError:
+                continue  # the store came back empty: the next step re-asserts and re-enters the lobby
             if isinstance(outcome, Placement):
-                self._placement = outcome
-                self._left_behind = joiner.left_behind
+                self._placed(outcome, joiner)
                 return RendezvousInfo(self._store, outcome, self.run_id)
             if now >= deadline:
                 self._retry.run(joiner.leave_lobby, deadline=now + 1, what="leaving the lobby")
+                why = f"; {joiner.held_back}" if joiner.held_back else ""
                 raise RendezvousTimeoutError(
                     f"rendezvous {self.run_id!r} did not complete within {self.settings.join_timeout} s "
-                    f"(node {self.node_id} waiting for round {joiner.waiting_round})",
+                    f"(node {self.node_id} waiting for round {joiner.waiting_round}{why})",
                     run_id=self.run_id,
                     round=joiner.waiting_round,
                 )
+            if self._store.generation != generation:
+                continue  # what the step read is from a store that has since lost its state
             until = deadline if outcome.until is None else min(outcome.until, deadline)
             watch = partial(self._store.wait, outcome.key, outcome.since, max(until - now, 0.0))
-            self._retry.run(watch, deadline=deadline, what="waiting for the round")
+            with contextlib.suppress(StoreStateLostError):
+                self._retry.run(watch, deadline=deadline, what="waiting for the round")
+
+    def _placed(self, placement: Placement, joiner: Joiner) -> None:
+        self._placement = placement
+        self._left_behind = joiner.left_behind
+        self._recovery.generation = self._store.generation
+        self._recovery.window_until = 0.0
+        self._placement_epoch = self._recovery.epoch
+
+    def _after_beat(self, alive: bool) -> None:
+        """Heartbeat thread: re-assert this member's round if the store lost its state."""
+        placement = self._placement
+        if placement is None or self._closed_down:
+            return
+        if self._recovery.needed() or (not alive and store_lost_round(self._store, placement.doc)):
+            self._reassert(placement, force=True)
+
+    def _reassert(self, placement: Placement, *, force: bool = False) -> None:
+        self._recovery.reassert(placement.doc, placement.rank, placement.addr, self._clock(), force=force)
 
     def num_nodes_waiting(self) -> int:
         """Nodes in the lobby that the current round should make room for.
@@ -214,7 +267,7 @@ class Rendezvous:
         placement = self._placement
         round_ = placement.doc.round if placement else self._latest_round()
         world = placement.doc.world_size if placement else 0
-        lobby = self._store.list(Layout.lobby(round_ + 1))
+        lobby = self._patiently(partial(self._store.list, Layout.lobby(round_ + 1)))
         records = [read_lobby_entry(e) for e in lobby]
         max_nodes = self.settings.max_nodes
         return sum(
@@ -232,24 +285,83 @@ class Rendezvous:
             raise RendezvousStateError(
                 "wait_for_change needs a completed next_rendezvous()", run_id=self.run_id
             )
-        round_ = placement.doc.round
         deadline = self._clock() + timeout
-        since = placement.revision
+        since, epoch, verify = placement.revision, self._placement_epoch, False
         while True:
-            remaining = deadline - self._clock()
-            revision = self._store.wait(Layout.area(round_), since, max(remaining, 0.0))
+            if self._recovery.needed():
+                self._patiently(partial(self._reassert, placement))
+            if self._recovery.epoch != epoch:  # re-asserted: watch the new store from there
+                since, epoch, verify = self._recovery.revision, self._recovery.epoch, True
+            now = self._clock()
+            window_end = self._recovery.window_until
+            if verify and now >= window_end:
+                lost, since = self._members_missing(placement)
+                if lost:
+                    return Change.MEMBER_LOST
+                verify = False
+            until = min(deadline, window_end) if verify else deadline
+            revision = self._watch(Layout.area(placement.doc.round), since, until)
             if revision is None:
+                if verify or self._clock() < deadline:
+                    continue
                 return None
-            doc = self._doc()
-            if doc is not None and doc.closed:
-                return Change.CLOSED
-            if doc is not None and doc.round != round_:
-                return Change.NEW_ROUND
-            if self._store.wait(Layout.ranks(round_), since, 0) is not None:
-                return Change.MEMBER_LOST
-            if self.num_nodes_waiting() > 0:
-                return Change.NODES_WAITING
+            if revision < 0:
+                continue
+            change = self._news(placement, since, revision, in_recovery=verify)
+            if change is not None:
+                return change
             since = revision
+
+    def _news(self, placement: Placement, since: int, revision: int, *, in_recovery: bool) -> str | None:
+        """What changed in the round between ``since`` and ``revision``, if it matters."""
+        round_ = placement.doc.round
+        doc = self._doc()
+        if doc is not None and doc.closed:
+            return Change.CLOSED
+        if doc is None or doc.round < round_:  # the store was emptied: re-assert, then watch again
+            self._reassert(placement, force=True)
+            return None
+        if doc.round != round_ or doc.token != placement.doc.token:
+            return Change.NEW_ROUND
+        # While members re-assert their rank keys after a store lost its state, rank keys
+        # appear; a member lost is judged once, when the recovery window ends.
+        if not in_recovery and self._store.wait(Layout.ranks(round_), since, 0) is not None:
+            return Change.MEMBER_LOST
+        if self.num_nodes_waiting() > 0:
+            return Change.NODES_WAITING
+        return None
+
+    def _members_missing(self, placement: Placement) -> tuple[bool, int]:
+        """After a recovery window: whether a member failed to re-assert its rank key."""
+        doc = placement.doc
+        listing = self._patiently(partial(self._store.list, Layout.ranks(doc.round)))
+        present = sum(1 for e in listing if decode_rank(e.value, e.key).token == doc.token)
+        if present < doc.world_size:
+            log.warning("rdzv node %s: %d of %d members re-asserted round %d", self.node_id, present,
+                        doc.world_size, doc.round)  # fmt: skip
+        return present < doc.world_size, listing.revision
+
+    def _watch(self, prefix: str, since: int, until: float) -> int | None:
+        """``store.wait`` until ``until``; ``-1`` when the store lost its state or failed (look again)."""
+        try:
+            return self._store.wait(prefix, since, max(until - self._clock(), 0.0))
+        except StoreStateLostError:
+            return -1
+        except TRANSIENT:
+            if self._clock() >= until:
+                raise
+            time.sleep(RETRY_PAUSE)  # the store is failing over or restarting: not synchronisation
+            return -1
+
+    def _patiently(self, action: Callable[[], T]) -> T:
+        """Run a store action, retrying transient errors and a lost state for one lease ttl."""
+        deadline = self._clock() + self.settings.lease_ttl
+        while True:
+            try:
+                return self._retry.run(action, deadline=deadline, what="a store call")
+            except StoreStateLostError:
+                if self._clock() >= deadline:
+                    raise
 
     def is_closed(self) -> bool:
         doc = self._doc()

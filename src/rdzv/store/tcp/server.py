@@ -69,6 +69,7 @@ class StoreServer:
         self.waiters = WaiterIndex()
         self.sessions: set[Session] = set()
         self._clock = clock
+        self._started = clock()
         self._server: asyncio.AbstractServer | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._expiry_at = 0.0
@@ -162,6 +163,7 @@ class StoreServer:
         rate = self._rate if elapsed < 2.0 else (self.ops_total - count) / elapsed
         return {
             "server_id": self.server_id,
+            "uptime": round(self._clock() - self._started, 3),
             "connections": len(self.sessions),
             "keys": len(self.keys),
             "leases": self.keys.lease_count,
