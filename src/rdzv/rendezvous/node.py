@@ -302,8 +302,8 @@ class Rendezvous:
             until = min(deadline, window_end) if verify else deadline
             revision = self._watch(Layout.area(placement.doc.round), since, until)
             if revision is None:
-                if verify or self._clock() < deadline:
-                    continue
+                if self._clock() < deadline:
+                    continue  # the recovery window ended: verify, then watch on
                 return None
             if revision < 0:
                 continue
