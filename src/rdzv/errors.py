@@ -8,9 +8,9 @@
     │   └── PluginError                             a store backend that cannot be loaded or used
     ├── StoreError                                  raised by stores, translated at their edge
     │   ├── StoreUnavailableError (also ConnectionError)
-    │   │   └── StoreStateLostError                 a restarted or failed-over store forgot its keys
     │   ├── StoreTimeoutError (also TimeoutError)
-    │   └── StoreCorruptedError
+    │   ├── StoreCorruptedError
+    │   └── StoreStateLostError                     the store restarted empty: waiting cannot help
     ├── AuthenticationError
     └── RendezvousError
         ├── RendezvousClosedError
@@ -85,21 +85,21 @@ class StoreUnavailableError(StoreError, ConnectionError):
     """The store cannot be reached."""
 
 
-class StoreStateLostError(StoreUnavailableError):
-    """The store came back without its state (a restarted server, a move to another host).
-
-    Raised by a call that spanned the change: revisions and leases it referred to mean
-    nothing to the new store. Callers re-assert what they know (``rdzv.rendezvous.recovery``);
-    later calls reach the new store normally.
-    """
-
-
 class StoreTimeoutError(StoreError, TimeoutError):
     """The store did not answer within the deadline."""
 
 
 class StoreCorruptedError(StoreError):
     """The store holds data rdzv cannot read."""
+
+
+class StoreStateLostError(StoreError):
+    """The store lost what it held (its server restarted, or the client moved to another host).
+
+    Not transient: retrying cannot bring the state back. Raised by the call that spanned
+    the change (revisions and leases it referred to mean nothing to the new store); the
+    caller re-asserts what it knows (``rdzv.rendezvous.recovery``), later calls work.
+    """
 
 
 class AuthenticationError(RdzvError):

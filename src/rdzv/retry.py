@@ -2,9 +2,7 @@
 
 Only ``StoreUnavailableError`` and ``StoreTimeoutError`` are retried: the
 store may come back (a reconnect, an etcd leader election). Every step a
-rendezvous retries is safe to repeat; see ``join.py``. ``StoreStateLostError``
-is not retried: what the action referred to is gone, so the caller starts over
-from what it knows (``rendezvous/recovery.py``).
+rendezvous retries is safe to repeat; see ``join.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from rdzv.errors import StoreStateLostError, StoreTimeoutError, StoreUnavailableError
+from rdzv.errors import StoreTimeoutError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +36,6 @@ class RetryPolicy:
         while True:
             try:
                 return action()
-            except StoreStateLostError:
-                raise
             except TRANSIENT as exc:
                 remaining = deadline - self.clock()
                 if remaining <= 0:

@@ -85,10 +85,10 @@ class RendezvousSettings:
         types = {f.name: f.type for f in fields(cls)}
         for name, raw in values.items():
             kind = types[name]
+            if kind == "bool":
+                converted[name] = _boolean(name, raw)
+                continue
             try:
-                if kind == "bool":
-                    converted[name] = _boolean(name, raw)
-                    continue
                 converted[name] = int(raw) if kind == "int" else float(raw) if kind == "float" else raw
             except (TypeError, ValueError) as exc:
                 raise ConfigurationError(f"{name} must be a {kind}, got {raw!r}") from exc
