@@ -189,6 +189,11 @@ class Rendezvous:
         return self._recovery.epoch
 
     @property
+    def last_recovery(self) -> float | None:
+        """Clock reading (``time.monotonic()`` by default) of this node's last re-assertion."""
+        return self._recovery.asserted_at
+
+    @property
     def store(self) -> Store:
         """The store this node talks to (not scoped)."""
         return self._root_store

@@ -98,6 +98,8 @@ class Recovery:
         """Store revision right after the last re-assertion."""
         self.window_until = 0.0
         """Until when (caller's clock) peers may still be re-asserting."""
+        self.asserted_at: float | None = None
+        """When (caller's clock) this node last re-asserted its round."""
 
     def needed(self) -> bool:
         return self._store.generation != self.generation
@@ -120,5 +122,6 @@ class Recovery:
             self.generation = generation
             self.epoch += 1
             self.window_until = now + self._window
+            self.asserted_at = now
             log.warning("rdzv node %s: re-asserted its place in round %d", self._node_id, doc.round)
             return True
