@@ -60,7 +60,9 @@ def _measure(
     return rows, ours, theirs
 
 
-def _recovery(counts: list[int], repeat: int, cfg: BenchConfig) -> list[dict[str, Any]]:
+def _recovery(
+    counts: list[int], repeat: int, cfg: BenchConfig, about: dict[str, Any], json_path: Path | None
+) -> None:
     """The recovery scenario: kill the hosting node, time until every survivor is in a round."""
     runs = []
     for n in counts:
@@ -76,7 +78,11 @@ def _recovery(counts: list[int], repeat: int, cfg: BenchConfig) -> list[dict[str
                 f"recovery N={n:<5} #{i + 1}: {figures} (target: lease ttl + 2 = {result['target_s']:.1f} s) "
                 f"{errors}"
             )
-    return runs
+    if json_path is not None:
+        document = {"machine": about, "config": {**cfg.__dict__, "nodes": counts}, "recovery": runs}
+        json_path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    if any(r.get("errors") or r.get("recovered_s") is None for r in runs):
+        sys.exit(1)
 
 
 @click.command()
@@ -133,12 +139,7 @@ def bench(
     if scenario == "recovery":
         if store != "tcp" or vs_torch:
             raise click.UsageError("--scenario recovery runs on the tcp store only, without --vs-torch")
-        runs = _recovery(nodes, repeat, cfg)
-        if json_path is not None:
-            recovery: dict[str, Any] = {"machine": about, "config": {**cfg.__dict__, "nodes": nodes}}
-            json_path.write_text(json.dumps({**recovery, "recovery": runs}, indent=2, default=str) + "\n")
-        if any(r.get("errors") or r.get("recovered_s") is None for r in runs):
-            sys.exit(1)
+        _recovery(nodes, repeat, cfg, about, json_path)
         return
     click.echo(
         f"rdzv bench: store {store}, N {','.join(map(str, nodes))}, {repeat} repeat(s), {workers} workers; "

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from rdzv.core.plan import counts_as_waiting
-from rdzv.core.records import RoundDoc, RoundState, decode_members, decode_rank, decode_round_doc, encode
+from rdzv.core.records import RoundDoc, RoundState, decode_members, decode_round_doc, encode
 from rdzv.errors import (
     ConfigurationError,
     RendezvousStateError,
@@ -38,7 +38,7 @@ from rdzv.rendezvous.config import RendezvousSettings
 from rdzv.rendezvous.heartbeat import Heartbeat
 from rdzv.rendezvous.join import Joiner, NodeIdentity, Placement, read_lobby_entry
 from rdzv.rendezvous.layout import Layout
-from rdzv.rendezvous.recovery import Recovery, rebuild_members, store_lost_round
+from rdzv.rendezvous.recovery import Recovery, members_missing, rebuild_members, store_lost_round
 from rdzv.retry import TRANSIENT, RetryPolicy
 from rdzv.store.base import Store
 
@@ -270,6 +270,8 @@ class Rendezvous:
         while the round is below ``max_nodes`` (beyond it they are spares).
         """
         placement = self._placement
+        if placement is not None and self._recovery.needed():  # torchrun asks often: a fast path
+            self._patiently(partial(self._reassert, placement))
         round_ = placement.doc.round if placement else self._latest_round()
         world = placement.doc.world_size if placement else 0
         lobby = self._patiently(partial(self._store.list, Layout.lobby(round_ + 1)))
@@ -300,7 +302,7 @@ class Rendezvous:
             now = self._clock()
             window_end = self._recovery.window_until
             if verify and now >= window_end:
-                lost, since = self._members_missing(placement)
+                lost, since = self._patiently(partial(members_missing, self._store, placement.doc))
                 if lost:
                     return Change.MEMBER_LOST
                 verify = False
@@ -335,16 +337,6 @@ class Rendezvous:
         if self.num_nodes_waiting() > 0:
             return Change.NODES_WAITING
         return None
-
-    def _members_missing(self, placement: Placement) -> tuple[bool, int]:
-        """After a recovery window: whether a member failed to re-assert its rank key."""
-        doc = placement.doc
-        listing = self._patiently(partial(self._store.list, Layout.ranks(doc.round)))
-        present = sum(1 for e in listing if decode_rank(e.value, e.key).token == doc.token)
-        if present < doc.world_size:
-            log.warning("rdzv node %s: %d of %d members re-asserted round %d", self.node_id, present,
-                        doc.world_size, doc.round)  # fmt: skip
-        return present < doc.world_size, listing.revision
 
     def _watch(self, prefix: str, since: int, until: float) -> int | None:
         """``store.wait`` until ``until``; ``-1`` when the store lost its state or failed (look again)."""

@@ -33,7 +33,7 @@ from rdzv.core.records import (
 from rdzv.rendezvous.layout import Layout
 from rdzv.store.base import Store
 
-__all__ = ["Recovery", "adopt_round", "rebuild_members"]
+__all__ = ["Recovery", "adopt_round", "members_missing", "rebuild_members", "store_lost_round"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,16 @@ def store_lost_round(store: Store, doc: RoundDoc) -> bool:
     entry = store.get(Layout.doc)
     current = decode_round_doc(entry.value, Layout.doc) if entry else None
     return current is None or (not current.closed and current.round < doc.round)
+
+
+def members_missing(store: Store, doc: RoundDoc) -> tuple[bool, int]:
+    """After a recovery window: whether a member of round ``doc`` failed to re-assert its
+    rank key, and the store revision of that look."""
+    listing = store.list(Layout.ranks(doc.round))
+    present = sum(1 for e in listing if decode_rank(e.value, e.key).token == doc.token)
+    if present < doc.world_size:
+        log.warning("rdzv: %d of %d members re-asserted round %d", present, doc.world_size, doc.round)
+    return present < doc.world_size, listing.revision
 
 
 def rebuild_members(store: Store, doc: RoundDoc) -> MembersRecord | None:
