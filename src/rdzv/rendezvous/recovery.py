@@ -59,10 +59,18 @@ def adopt_round(store: Store, doc: RoundDoc) -> RoundDoc | None:
 
 
 def store_lost_round(store: Store, doc: RoundDoc) -> bool:
-    """Whether the store no longer knows round ``doc`` (no document, or an older one)."""
+    """Whether a member of round ``doc`` whose lease the store no longer knows should re-assert:
+    the store holds no round, an older one, or round ``doc`` as rebuilt by another member
+    (it lost its state). Otherwise the member was evicted: an ordinary member lost."""
     entry = store.get(Layout.doc)
     current = decode_round_doc(entry.value, Layout.doc) if entry else None
-    return current is None or (not current.closed and current.round < doc.round)
+    if current is None:
+        return True
+    if current.closed:
+        return False
+    return current.round < doc.round or (
+        current.round == doc.round and current.token == doc.token and current.rebuilt
+    )
 
 
 def members_missing(store: Store, doc: RoundDoc) -> tuple[bool, int]:
