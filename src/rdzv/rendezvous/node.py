@@ -296,13 +296,14 @@ class Rendezvous:
         since, epoch, verify = placement.revision, self._placement_epoch, False
         while True:
             if self._recovery.needed():
-                self._patiently(partial(self._reassert, placement))
+                self._patiently(partial(self._reassert, placement), deadline)
             if self._recovery.epoch != epoch:  # re-asserted: watch the new store from there
                 since, epoch, verify = self._recovery.revision, self._recovery.epoch, True
             now = self._clock()
             window_end = self._recovery.window_until
             if verify and now >= window_end:
-                lost, since = self._patiently(partial(members_missing, self._store, placement.doc))
+                check = partial(members_missing, self._store, placement.doc)
+                lost, since = self._patiently(check, deadline)
                 if lost:
                     return Change.MEMBER_LOST
                 verify = False
@@ -350,9 +351,11 @@ class Rendezvous:
             time.sleep(RETRY_PAUSE)  # the store is failing over or restarting: not synchronisation
             return -1
 
-    def _patiently(self, action: Callable[[], T]) -> T:
-        """Run a store action, retrying transient errors and a lost state for one lease ttl."""
-        deadline = self._clock() + self.settings.lease_ttl
+    def _patiently(self, action: Callable[[], T], deadline: float | None = None) -> T:
+        """Run a store action, retrying transient errors and a lost state until ``deadline``
+        (default: one lease ttl from now); the heartbeat thread re-asserts meanwhile anyway."""
+        if deadline is None:
+            deadline = self._clock() + self.settings.lease_ttl
         while True:
             try:
                 return self._retry.run(action, deadline=deadline, what="a store call")
