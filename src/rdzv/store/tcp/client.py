@@ -121,6 +121,8 @@ class TcpStore(Store):
         """The candidate this client talks to (or last talked to)."""
         self._active = 0
         self._generation = 0
+        self._lost_at: float | None = None
+        """When the connection was lost (failover hosts take their turns from then on)."""
         if fallbacks:
             self.capabilities = replace(TcpStore.capabilities, failover=True)
         self.timeout = timeout
@@ -277,18 +279,25 @@ class TcpStore(Store):
             return self._conn
 
     def _connect(self, deadline: float) -> Connection:
-        """Connect to the first candidate that answers, hosting a later one when it is our turn."""
+        """Connect to the first candidate that answers, hosting a later one when it is our turn.
+
+        When every candidate refuses (nothing listens), fail at once: waiting for a
+        server to come back is the caller's retry policy, bounded by its deadline.
+        """
         delay = 0.02
-        lost_at = time.monotonic()
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
         while True:
+            refused = 0
             for index in range(len(self._candidates)):
                 try:
                     return self._adopt(self._open(index, deadline), index)
                 except (OSError, ConnectionLostError) as exc:
                     failure: Exception = exc
-                if self._failover_host(index, lost_at):
+                    refused += isinstance(exc, ConnectionRefusedError)
+                if self._failover_host(index, self._lost_at):
                     return self._adopt(self._open(index, deadline), index)
-            if time.monotonic() + delay >= deadline:
+            if refused == len(self._candidates) or time.monotonic() + delay >= deadline:
                 raise StoreUnavailableError(
                     f"cannot reach the store at {self.url}: {failure}", url=self.url
                 ) from failure
@@ -312,7 +321,7 @@ class TcpStore(Store):
             self._generation += 1
             host, port = self._candidates[index]
             log.warning("rdzv: the store at %s:%d is a new server; its state is rebuilt", host, port)
-        self._server_id = conn.server_id
+        self._server_id, self._lost_at = conn.server_id, None
         self._active, self.address = index, self._candidates[index]
         return conn
 
