@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 WORKER = Path(__file__).with_name("recovery_worker.py")
-PATIENCE = 30.0
+PATIENCE = 60.0
 Event = dict[str, Any]
 
 

@@ -18,7 +18,7 @@ from rdzv.testing.net import free_port
 from rdzv.testing.servers import ServerProcess, start_server
 from recovery_nodes import Node, each, event, node_group, placed
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "recovery-token"
 HEARTBEAT = 0.5
