@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "split-token"
 NODES = 5
-JOIN_TIMEOUT = 5.0
+JOIN_TIMEOUT = 8.0
 SPLITS = (2, 3, 1, 4, 2)
 """How many of the five nodes are cut off from the first host, one run each."""
 
