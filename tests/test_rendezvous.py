@@ -240,3 +240,14 @@ def test_threads_are_not_left_running(cluster: Callable[..., Cluster]) -> None:
     results(c.join("a", "b"))
     c.shutdown()
     assert not [t for t in threading.enumerate() if t.name.startswith("rdzv-heartbeat") and t.is_alive()]
+
+
+def test_split_brain_guard_setting_reads_on_off_and_names_a_bad_value() -> None:
+    from rdzv.errors import ConfigurationError
+    from rdzv.rendezvous.config import RendezvousSettings
+
+    base = {"run_id": "job", "min_nodes": "1", "max_nodes": "2"}
+    assert RendezvousSettings.from_strings(base).split_brain_guard
+    assert not RendezvousSettings.from_strings({**base, "split_brain_guard": "off"}).split_brain_guard
+    with pytest.raises(ConfigurationError, match="split_brain_guard must be true or false"):
+        RendezvousSettings.from_strings({**base, "split_brain_guard": "maybe"})

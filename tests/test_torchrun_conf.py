@@ -23,13 +23,17 @@ from rdzv.torchrun.conf import VALID_KEYS, endpoint_url, parse_options
         ("file:///shared/rdzv", "file:///shared/rdzv"),
         ("tcp://10.0.0.1:29400?token=s", "tcp://10.0.0.1:29400?token=s"),
         ("etcd://10.0.0.2:2379", "etcd://10.0.0.2:2379"),
+        ("h1:29400,h2:29401", "tcp://h1:29400,h2:29401"),
+        ("h1, [::1]:7", "tcp://h1:29400,[::1]:7"),
     ],
 )
 def test_endpoint_host_port_is_the_tcp_store_and_a_url_picks_its_backend(endpoint: str, url: str) -> None:
     assert endpoint_url(endpoint) == url
 
 
-@pytest.mark.parametrize("endpoint", ["", "  ", "node1:0", "node1:http", ":29400", "node1:70000", "[::1"])
+@pytest.mark.parametrize(
+    "endpoint", ["", "  ", "node1:0", "node1:http", ":29400", "node1:70000", "[::1", "h1:1,"]
+)
 def test_a_bad_endpoint_is_a_configuration_error(endpoint: str) -> None:
     with pytest.raises(ConfigurationError, match="rdzv-endpoint"):
         endpoint_url(endpoint)

@@ -98,6 +98,13 @@ class Terminated(BaseException):
     help="How ranks are assigned.",
 )
 @click.option(
+    "--split-brain-guard/--no-split-brain-guard",
+    default=True,
+    show_default=True,
+    envvar=ENV_VARS["split_brain_guard"],
+    help="After a store failover, form a round only with a majority of the last one's members.",
+)
+@click.option(
     "--format",
     "output",
     type=click.Choice(["json", "env"]),
@@ -110,7 +117,8 @@ class Terminated(BaseException):
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def join(url: str, run_id: str, min_nodes: int, max_nodes: int, node_id: str | None, addr: str | None,
          join_timeout: float, last_call_timeout: float, heartbeat_interval: float, heartbeat_misses: int,
-         rank_policy: str, output: str, quiet: bool, token: str | None, token_file: Path | None,
+         rank_policy: str, split_brain_guard: bool, output: str, quiet: bool, token: str | None,
+         token_file: Path | None,
          command: tuple[str, ...]) -> None:  # fmt: skip
     """Join run RUN_ID through the store at URL and print this node's rank.
 
@@ -145,7 +153,8 @@ def join(url: str, run_id: str, min_nodes: int, max_nodes: int, node_id: str | N
     with _sigterm_unwinds(), open_url(url, read_token(token, token_file)) as store, Rendezvous(
         store, run_id, min_nodes, max_nodes, node_id=node_id, addr=addr, join_timeout=join_timeout,
         last_call_timeout=last_call_timeout, heartbeat_interval=heartbeat_interval,
-        heartbeat_misses=heartbeat_misses, rank_policy=rank_policy, on_retry=feedback.store_trouble,
+        heartbeat_misses=heartbeat_misses, rank_policy=rank_policy, split_brain_guard=split_brain_guard,
+        on_retry=feedback.store_trouble,
     ) as node:  # fmt: skip
         watch = ProgressWatch(store, node.settings)
         with feedback.progress(watch, enabled=not quiet and sys.stderr.isatty()):

@@ -34,6 +34,7 @@ SETTING_KEYS = (
     "heartbeat_interval",
     "heartbeat_misses",
     "rank_policy",
+    "split_brain_guard",
 )
 TCP_KEYS = ("token", "is_host")
 VALID_KEYS = (*SETTING_KEYS, *TCP_KEYS, "timeout")
@@ -76,7 +77,10 @@ def parse_options(
 
 
 def endpoint_url(endpoint: str) -> str:
-    """``HOST[:PORT]`` -> ``tcp://HOST:PORT``; a URL (``SCHEME://...``) unchanged."""
+    """``HOST[:PORT]`` -> ``tcp://HOST:PORT``; a URL (``SCHEME://...``) unchanged.
+
+    Several candidate hosts, ``H1:P1,H2:P2``, become ``tcp://H1:P1,H2:P2`` (failover in order).
+    """
     endpoint = endpoint.strip()
     if not endpoint:
         raise ConfigurationError(
@@ -85,8 +89,8 @@ def endpoint_url(endpoint: str) -> str:
         )
     if "://" in endpoint:
         return endpoint
-    host, port = _split_host_port(endpoint)
-    return f"tcp://{host}:{port}"
+    hosts = [_split_host_port(part.strip()) for part in endpoint.split(",")]
+    return "tcp://" + ",".join(f"{host}:{port}" for host, port in hosts)
 
 
 def _split_host_port(endpoint: str) -> tuple[str, int]:
@@ -102,7 +106,7 @@ def _split_host_port(endpoint: str) -> tuple[str, int]:
         host, port = f"[{endpoint}]", ""
     else:
         host, port = endpoint, ""
-    if not port:
+    if not port and host:
         return host, DEFAULT_PORT
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigurationError(

@@ -69,6 +69,7 @@ def create_handler(params: torch_api.RendezvousParameters) -> RdzvRendezvousHand
             join_timeout=s.join_timeout, last_call_timeout=s.last_call_timeout,
             close_timeout=s.close_timeout, heartbeat_interval=s.heartbeat_interval,
             heartbeat_misses=s.heartbeat_misses, rank_policy=s.rank_policy,
+            split_brain_guard=s.split_brain_guard,
         )  # fmt: skip
     except BaseException:
         store.close()
