@@ -165,6 +165,7 @@ def test_torch_keys_without_meaning_here_are_accepted_with_one_log_line(
     "conf",
     [
         {"'join_timeout": "5", "last_call_timeout": "1", "timeout": "7'"},  # torch's test_run.py
+        {"'join_timeout": "5", "last_call_timeout": "1'", "timeout": 900},  # torchrun adds timeout
         {'"join_timeout': "5", "last_call_timeout": "1", "timeout": '7"'},
         {"join_timeout": "'5'", "last_call_timeout": '"1"', "timeout": "7"},
     ],

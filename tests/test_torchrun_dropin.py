@@ -22,7 +22,7 @@ import pytest
 
 from rdzv.testing.net import free_port, wait_for_port
 from rdzv.testing.servers import serve_process
-from torchrun_agents import HANDLER_NODE, RUN_SECONDS, Agent, launcher
+from torchrun_agents import FAST_CONF, HANDLER_NODE, RUN_SECONDS, TRAIN, Agent, launcher, torchrun_args
 
 pytestmark = [
     pytest.mark.torchrun,
@@ -158,3 +158,22 @@ def test_num_nodes_waiting_fails_within_read_timeout_when_the_store_server_is_ki
     shutdowns = [record(each, "SHUTDOWN") for each in nodes]
     assert {s["result"] for s in shutdowns} == {False}, shutdowns  # could not close: nothing to reach
     assert max(s["seconds"] for s in shutdowns) < 2 * (2 + 3), shutdowns
+
+
+def test_agents_give_up_within_seconds_when_the_rdzv_serve_they_use_is_killed(
+    start: Any, tmp_path: Path
+) -> None:
+    """The monitor loop's ``num_nodes_waiting()`` fails within ``read_timeout``; the agents stop."""
+    with serve_process() as server:
+        args = torchrun_args(server.url, "store-lost", "2", conf=FAST_CONF + ",read_timeout=2")
+        agents = [start(*args, str(TRAIN), "hold") for _ in range(2)]
+        agents[0].wait_for_line(r'^STEP .*"world": 4')
+        server.kill()
+        server.process.wait()
+        began = time.monotonic()
+        codes = [agent.finish() for agent in agents]
+        elapsed = time.monotonic() - began
+    output = "\n".join(a.output for a in agents)
+    assert all(code != 0 for code in codes), output
+    assert "RendezvousConnectionError" in output
+    assert elapsed < 30, output  # read_timeout 2 s a call: seconds, where 30 s a call took minutes

@@ -106,7 +106,7 @@ def parse_options(
         )
     ignored = sorted(set(values) & set(NO_EFFECT_KEYS))
     if ignored:
-        log.info("rdzv: --rdzv-conf %s: no effect with --rdzv-backend=rdzv", ", ".join(ignored))
+        log.warning("rdzv: --rdzv-conf %s: no effect with --rdzv-backend=rdzv", ", ".join(ignored))
     _apply_aliases(values)
     url = endpoint_url(endpoint)
     store_options = _store_options(url, values, max_nodes)
@@ -128,17 +128,17 @@ def _unquoted(conf: Mapping[str, object]) -> dict[str, str]:
     """String values, one level of matching quotes stripped from keys and values.
 
     ``--rdzv-conf="'a=1,b=2'"`` (quotes inside the value, as torch's own tests
-    pass it) reaches us split at commas: ``{"'a": "1", "b": "2'"}``; the quote
-    that opens the first key and closes the last value is one pair.
+    pass it) reaches us split at commas: ``{"'a": "1", "b": "2'"}``, perhaps with
+    torchrun's ``timeout`` after it; the quote that opens the first key and the
+    one that closes the last value to end with it are one pair.
     """
-    items = [(str(key).strip(), str(value).strip()) for key, value in conf.items() if value is not None]
-    if items:
-        (first_key, first_value), (last_key, last_value) = items[0], items[-1]
-        quote = first_key[:1]
-        if quote in ("'", '"') and last_value.endswith(quote) and not first_key.endswith(quote):
-            items[0] = (first_key[1:], first_value)
-            last_key, last_value = items[-1]
-            items[-1] = (last_key, last_value[:-1])
+    items = [[str(key).strip(), str(value).strip()] for key, value in conf.items() if value is not None]
+    quote = items[0][0][:1] if items else ""
+    if quote in ("'", '"') and not items[0][0].endswith(quote):
+        closing = [item for item in items if item[1].endswith(quote) and not item[1].startswith(quote)]
+        if closing:
+            items[0][0] = items[0][0][1:]
+            closing[-1][1] = closing[-1][1][:-1]
     return {_strip_quotes(key): _strip_quotes(value) for key, value in items}
 
 
@@ -176,7 +176,7 @@ def _store_options(url: str, values: dict[str, str], max_nodes: int) -> dict[str
         if tcp:
             options["is_host"] = is_host
         else:
-            log.info("rdzv: --rdzv-conf is_host has no effect with %s (only a tcp store is hosted)", url)
+            log.warning("rdzv: --rdzv-conf is_host has no effect with %s (only a tcp store is hosted)", url)
     if tcp and urlsplit(url).port == 0:
         if options.get("is_host") == "0":
             raise ConfigurationError(f"rdzv: --rdzv-endpoint {url!r} with port 0 must host, but is_host=0")
