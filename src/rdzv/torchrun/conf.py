@@ -5,8 +5,8 @@ No torch import here: the rules are checked without torch, and
 
 * ``--rdzv-endpoint=HOST:PORT`` (or ``HOST``, port 29400) is the embedded TCP
   store at that address, hosted by the node that owns it (``is_host=auto``) or
-  by an external ``rdzv serve``: ``tcp://HOST:PORT``. ``HOST:0`` (what
-  ``--standalone`` passes) makes this node host on a free port: a single node.
+  by an external ``rdzv serve``: ``tcp://HOST:PORT``. ``HOST:0`` (the endpoint
+  ``--standalone`` gives c10d) makes this node host on a free port: a single node.
 * ``--rdzv-endpoint=SCHEME://...`` picks that store backend as is.
 * ``--rdzv-conf`` keys are the rendezvous settings, ``token`` and ``is_host``
   (tcp only), ``timeout``, which torchrun always passes (900 s by default) and
