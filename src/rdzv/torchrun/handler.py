@@ -159,7 +159,7 @@ class RdzvRendezvousHandler(torch_api.RendezvousHandler):
             log.warning("rdzv: could not close run %s on shutdown: %s", self.get_run_id(), exc)
             closed = False
             reachable = not isinstance(exc, errors.StoreError)
-        self._rdzv.shutdown(revoke=reachable)  # the store is ours to close
+        self._rdzv.shutdown()  # the store is ours to close
         # A TcpStore that hosts the embedded server says so with `hosted`.
         hosting = self._round_server is not None or getattr(self._store, "hosted", None) is not None
         if hosting and reachable:
