@@ -68,6 +68,7 @@ def test_torch_parameters_build_handlers_that_shut_down_one_after_another_withou
     """As torch's agent tests do: ``is_host`` bools and strings, handlers in one process, then
     shut down in turn. The host's shutdown returns at once; the other still reaches its store."""
     port = free_port()
+    (tmp_path / "s").mkdir()
     code = f"""
 import os, threading, time
 from torch.distributed.elastic.rendezvous import api, rendezvous_handler_registry as registry

@@ -46,6 +46,12 @@ def start(tmp_path: Path) -> Iterator[Any]:
         yield launch
 
 
+def file_store(tmp_path: Path) -> str:
+    """A ``file://`` store in a directory of its own (the store expects it to exist)."""
+    (tmp_path / "store").mkdir()
+    return f"file://{tmp_path}/store"
+
+
 def finish_all(*agents: Agent) -> tuple[list[int], str]:
     codes = [agent.finish() for agent in agents]
     return codes, "\n".join(a.output for a in agents)
@@ -77,7 +83,7 @@ def test_restarts_exhausted_end_the_run_over_a_file_store_with_torchs_quoted_con
         "'join_timeout=20,last_call_timeout=1,keep_alive_interval=1,keep_alive_max_attempt=3,"
         "read_timeout=5,heartbeat_timeout=5,store_type=tcp,is_host=true'"
     )
-    args = torchrun_args(f"file://{tmp_path}/store", "exhausted", "1", "--max-restarts=1", conf=conf)
+    args = torchrun_args(file_store(tmp_path), "exhausted", "1", "--max-restarts=1", conf=conf)
     agent = start(*args, str(TRAIN), "fail-always")
     code = agent.finish()
     assert code != 0, agent.output
@@ -115,7 +121,7 @@ def test_ranks_across_two_roles_with_uneven_nproc_per_node_on_the_embedded_store
 def test_agents_finishing_apart_meet_in_the_exit_barrier_over_a_file_store(
     start: Any, tmp_path: Path
 ) -> None:
-    args = torchrun_args(f"file://{tmp_path}/store", "drift", "2")
+    args = torchrun_args(file_store(tmp_path), "drift", "2")
     agents = [start(*args, str(TRAIN), "drift:3") for _ in range(2)]
     codes, output = finish_all(*agents)
     assert codes == [0, 0], output
