@@ -94,17 +94,21 @@ for handler in (host, other):
     began = time.monotonic()
     assert handler.shutdown() is True
     print("SHUTDOWN", round(time.monotonic() - began, 3))
+began = time.monotonic()  # the interpreter waits for non-daemon threads (a host's) at exit
+for thread in threading.enumerate():
+    if thread is not threading.main_thread() and not thread.daemon:
+        thread.join()
+print("EXIT", round(time.monotonic() - began, 3))
 """
-    began = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=RUN_SECONDS, check=False
     )
-    elapsed = time.monotonic() - began
     assert result.returncode == 0, result.stderr
     seconds = [float(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("SHUTDOWN")]
     assert len(seconds) == 2, result.stdout
     assert max(seconds) < 5, result.stdout  # close_timeout is 30
-    assert elapsed < 25, (elapsed, result.stderr)  # the process did not wait out close_timeout either
+    exits = [float(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("EXIT")]
+    assert exits[0] < 5, result.stdout  # nor does the process at exit
 
 
 def test_a_host_shuts_down_at_once_and_stops_hosting_when_a_killed_member_is_gone(start: Any) -> None:
@@ -153,12 +157,13 @@ def test_num_nodes_waiting_fails_within_read_timeout_when_the_store_server_is_ki
             each.send("waiting")
         waits = [record(each, "WAITING", nth=2 if each is nodes[0] else 1) for each in nodes]
     assert {w.get("error") for w in waits} == {"RendezvousConnectionError"}, waits
-    assert max(w["seconds"] for w in waits) < 2 + 3, waits  # read_timeout, plus a loaded machine
+    # read_timeout (2 s), plus a loaded machine: not the default 10 s, nor the 30 s it took before.
+    assert max(w["seconds"] for w in waits) < 8, waits
     for each in nodes:
         each.send("shutdown")
     shutdowns = [record(each, "SHUTDOWN") for each in nodes]
     assert {s["result"] for s in shutdowns} == {False}, shutdowns  # could not close: nothing to reach
-    assert max(s["seconds"] for s in shutdowns) < 2 * (2 + 3), shutdowns
+    assert max(s["seconds"] for s in shutdowns) < 2 * 8, shutdowns
 
 
 def test_agents_give_up_within_seconds_when_the_rdzv_serve_they_use_is_killed(
@@ -177,4 +182,4 @@ def test_agents_give_up_within_seconds_when_the_rdzv_serve_they_use_is_killed(
     output = "\n".join(a.output for a in agents)
     assert all(code != 0 for code in codes), output
     assert "RendezvousConnectionError" in output
-    assert elapsed < 30, output  # read_timeout 2 s a call: seconds, where 30 s a call took minutes
+    assert elapsed < 45, output  # read_timeout 2 s a call: seconds, where 30 s a call took minutes
