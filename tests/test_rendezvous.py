@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pytest
 
 from rdzv.errors import ConfigurationError, RendezvousClosedError, RendezvousTimeoutError
+from rdzv.rendezvous.layout import Layout
 from rdzv.rendezvous.node import Change, Rendezvous, RendezvousInfo
 
 _runs = itertools.count()
@@ -138,6 +139,22 @@ def test_shutdown_is_seen_by_peers_at_once(cluster: Callable[..., Cluster]) -> N
     results(c.join("a", "b"))
     c.node("b").shutdown()
     assert c.node("a").wait_for_change(PATIENCE) == Change.MEMBER_LOST
+
+
+def test_a_host_waits_for_peers_to_leave_by_shutdown_or_by_dying(cluster: Callable[..., Cluster]) -> None:
+    c = cluster(3, 3, heartbeat_misses=2)
+    round_ = results(c.join("host", "leaver", "dead"))["host"].round
+    spare = c.join("spare")["spare"]  # a full round: it waits in the next lobby, a reader too
+    host = c.node("host")
+    assert host._store.wait(Layout.lobby(round_ + 1), 0, PATIENCE) is not None  # the spare is in
+    assert host.wait_for_peers_to_leave(0) == ["dead", "leaver", "spare"]
+    host.set_closed()
+    with pytest.raises(RendezvousClosedError):
+        spare.result(PATIENCE)
+    c.node("spare").shutdown()
+    c.node("leaver").shutdown()
+    c.node("dead")._heartbeat.stop(revoke=False)  # dies silently: its lease runs out (0.4 s)
+    assert host.wait_for_peers_to_leave(PATIENCE) == []
 
 
 def test_set_closed_wakes_waiters_and_refuses_later_joins(cluster: Callable[..., Cluster]) -> None:

@@ -329,6 +329,29 @@ class Rendezvous:
             1 for r in records if r.node_id != self.node_id and counts_as_waiting(r, round_, world, max_nodes)
         )
 
+    def wait_for_peers_to_leave(self, timeout: float) -> list[str]:
+        """Block until no other node is in this node's round; return those still there at ``timeout``.
+
+        For a node that hosts something its round reads (a store): it stays up
+        while the others need it, never for a node that is gone. A member's rank
+        key, and a spare's place in the next round's lobby, live with its lease,
+        so a node leaves when it shuts down (the lease is revoked) or dies (the
+        lease expires). Works after :meth:`shutdown` as long as the store is open.
+        """
+        placement = self._placement
+        if placement is None:
+            return []
+        area = Layout.area(placement.doc.round)
+        held = (Layout.ranks(placement.doc.round), Layout.lobby(placement.doc.round + 1))
+        deadline = self._clock() + timeout
+        while True:
+            listing = self._store.list(area)
+            peers = {e.key.rsplit("/", 1)[1] for e in listing if e.key.startswith(held)} - {self.node_id}
+            remaining = deadline - self._clock()
+            if not peers or remaining <= 0:
+                return sorted(peers)
+            self._store.wait(area, listing.revision, remaining)
+
     def wait_for_change(self, timeout: float) -> str | None:
         """Block until this node's round changes; return a :class:`Change` value or ``None``.
 
