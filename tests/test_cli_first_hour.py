@@ -228,11 +228,17 @@ def test_file_store_directory_is_created_when_asked(tmp_path: Path) -> None:
 # -- 7. tokens on the command line -------------------------------------------------------------
 
 
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    """A token file holding the server's token, as an editor saves it (with a newline)."""
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    return path
+
+
 def test_token_and_token_file_reach_the_store_with_the_file_first(
-    server: ServerProcess, tmp_path: Path
+    server: ServerProcess, secret: Path
 ) -> None:
-    secret = tmp_path / "token"
-    secret.write_text(TOKEN + "\n")
     url = _url(server)
     args = ("--run-id", "tokens", "--min", "1", "--max", "1", "--addr", "127.0.0.1")
     assert "AuthenticationError" in run("join", url, *args).stderr  # no token at all
@@ -416,10 +422,8 @@ def test_run_help_lists_the_token_and_quiet_options_as_join_does() -> None:
 
 
 def test_run_takes_its_token_from_a_token_file_and_a_wrong_token_fails_with_a_clear_message(
-    server: ServerProcess, tmp_path: Path
+    server: ServerProcess, secret: Path
 ) -> None:
-    secret = tmp_path / "token"
-    secret.write_text(TOKEN + "\n")
     url = _url(server)
     job = ("--", sys.executable, "-c", REPORT_COORDINATOR)
     done = run("run", url, "--run-id", "run-token", "--token-file", str(secret), "--token", "wrong", *job)
