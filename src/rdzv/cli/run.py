@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import click
@@ -148,9 +149,12 @@ def run(args: tuple[str, ...], run_id: str | None, nnodes: str, nproc_per_node: 
       rdzv run --standalone --nproc-per-node 2 -- python -c 'import os; print(os.environ["RANK"])'
     """
     url, command = _split_args(list(args), standalone)
+    if standalone and (token or token_file):
+        raise click.UsageError("--standalone uses a private store: --token and --token-file do not apply")
     if standalone:
         nnodes, run_id = "1", run_id or "standalone"
         local_addr = local_addr or "127.0.0.1"
+        settings = replace(settings, last_call_timeout=0.1)
     if not run_id:
         raise click.UsageError("--run-id is required (or RDZV_RUN_ID), except with --standalone")
     min_nodes, max_nodes = parse_nnodes(nnodes)
@@ -161,17 +165,17 @@ def run(args: tuple[str, ...], run_id: str | None, nnodes: str, nproc_per_node: 
         _ranks(local_ranks_filter) if local_ranks_filter else None,
         health_check, health_check_timeout,
     )  # fmt: skip
-    if standalone:
-        settings = replace(settings, last_call_timeout=0.1)
     feedback = JoinFeedback()
     with open_url(url, read_token(token, token_file)) as store:
         node = settings.rendezvous(
             store, run_id, min_nodes, max_nodes, addr=local_addr, on_retry=feedback.store_trouble
         )
         agent = Agent(
-            spec, node, on_event=_printer(node.node_id, feedback),
-            joining=lambda: feedback.joining(node, quiet=quiet),
-        )  # fmt: skip
+            spec,
+            node,
+            on_event=_printer(node.node_id, feedback),
+            joining=partial(feedback.joining, node, quiet=quiet),
+        )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, agent.handle_signal)
         code = agent.run()
