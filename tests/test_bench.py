@@ -56,3 +56,15 @@ def test_cut_counting_store_fails_every_call_without_reaching_the_store() -> Non
     with pytest.raises(StoreUnavailableError):
         store.refresh(lease)
     assert store.tally().ops == {"grant": 1}
+
+
+def test_bench_recovery_scenario_times_every_survivor_back_in_a_round(tmp_path: Path) -> None:
+    out = tmp_path / "recovery.json"
+    command = [sys.executable, "-m", "rdzv", "bench", "--scenario", "recovery", "--nodes", "6"]
+    command += ["--repeat", "1", "--json", str(out), "--heartbeat-interval", "0.3", "--workers", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=100, check=False)
+    assert result.returncode == 0, result.stderr
+    (run,) = json.loads(out.read_text())["recovery"]
+    assert run["errors"] == []
+    assert 0 < run["rebuilt_s"] <= run["noticed_s"] <= run["recovered_s"]
+    assert "recovery N=6" in result.stdout

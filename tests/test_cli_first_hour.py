@@ -228,11 +228,17 @@ def test_file_store_directory_is_created_when_asked(tmp_path: Path) -> None:
 # -- 7. tokens on the command line -------------------------------------------------------------
 
 
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    """A token file holding the server's token, as an editor saves it (with a newline)."""
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    return path
+
+
 def test_token_and_token_file_reach_the_store_with_the_file_first(
-    server: ServerProcess, tmp_path: Path
+    server: ServerProcess, secret: Path
 ) -> None:
-    secret = tmp_path / "token"
-    secret.write_text(TOKEN + "\n")
     url = _url(server)
     args = ("--run-id", "tokens", "--min", "1", "--max", "1", "--addr", "127.0.0.1")
     assert "AuthenticationError" in run("join", url, *args).stderr  # no token at all
@@ -394,3 +400,100 @@ def test_readme_quickstart_shows_every_change_kind_an_entry_and_the_last_call_wa
         assert kind in quickstart, kind
     assert "Entry" in quickstart
     assert "30 s by default" in quickstart
+
+
+# -- rdzv run meets the store as rdzv join does ------------------------------------------------------
+
+REPORT_COORDINATOR = (
+    "import os, socket\n"
+    "for name in ('MASTER_PORT', 'JAX_COORDINATOR_ADDRESS'):\n"
+    "    socket.socket().bind(('', int(os.environ[name].rsplit(':', 1)[-1])))  # no SO_REUSEADDR\n"
+    "print('coordinator', os.environ['MASTER_ADDR'], 'ports bound')\n"
+)
+
+
+def test_run_help_lists_the_token_and_quiet_options_as_join_does() -> None:
+    def options(command: str) -> str:
+        text = run(command, "--help").stdout
+        return text[text.index("-q, --quiet") :]  # --quiet, --token, --token-file: the same help
+
+    assert options("run") == options("join")
+    assert "RDZV_TOKEN" in options("run")
+
+
+def test_run_takes_its_token_from_a_token_file_and_a_wrong_token_fails_with_a_clear_message(
+    server: ServerProcess, secret: Path
+) -> None:
+    url = _url(server)
+    job = ("--", sys.executable, "-c", REPORT_COORDINATOR)
+    done = run("run", url, "--run-id", "run-token", "--token-file", str(secret), "--token", "wrong", *job)
+    assert done.returncode == 0, done.stderr
+    assert "coordinator 127.0.0.1 ports bound" in done.stdout  # the address on the route to the store
+    refused = run("run", url, "--run-id", "run-token-2", "--token", "wrong", *job, RDZV_TOKEN=TOKEN)
+    assert refused.returncode == 1, refused.stderr
+    assert "rejected our token" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert "formed" not in refused.stderr
+
+
+def test_run_says_at_once_that_the_store_refuses_and_ends_by_its_join_timeout(
+    commands: list[Command],
+) -> None:
+    port = free_port()
+    node = Command("run", f"tcp://127.0.0.1:{port}?is_host=0", "--run-id", "nostore", "--join-timeout", "3",
+                   "--", sys.executable, "-c", "pass")  # fmt: skip
+    commands.append(node)
+    code, _, err = node.finish()
+    ended = time.monotonic() - node.started
+    assert code == 1, err
+    reports = [(at, line) for at, line in node.lines if "connection refused" in line and "s left" in line]
+    assert reports, err
+    assert f"127.0.0.1:{port}" in reports[0][1]
+    assert ended - reports[0][0] < 3 + 4, f"run ended {ended - reports[0][0]:.1f} s after its first report"
+
+
+def test_run_holds_the_coordinator_ports_of_group_rank_0_until_its_workers_start(
+    server: ServerProcess, store: Store, commands: list[Command]
+) -> None:
+    agent = Command("run", _url(server), "--run-id", "run-ports", "--nnodes", "2", "--rank-policy", "arrival",
+                    "--node-id", "agent", "--", sys.executable, "-c", REPORT_COORDINATOR,
+                    RDZV_TOKEN=TOKEN)  # fmt: skip
+    commands.append(agent)
+    wait_for_status(store, "run-ports", lambda s: s.waiting == ["agent"])
+    with Rendezvous(server.url, "run-ports", 2, 2, node_id="late", addr="127.0.0.1") as late:
+        info = late.next_rendezvous()
+        assert info.rank == 1
+        slot = _wait_for_key(info.store, "launcher/node/0")  # the agent announced its JAX port
+        ports = (info.coordinator_port, json.loads(slot)["jax_port"])
+        for port in ports:  # announced, its workers not started yet: nobody else may take them
+            with socket.socket() as thief, pytest.raises(OSError, match="in use") as taken:
+                thief.bind(("", port))
+            assert taken.value.errno == errno.EADDRINUSE, port
+        info.store.put("launcher/node/1", json.dumps({"nproc": 1, "jax_port": 0}).encode())
+        ended = _wait_for_key(store, Layout("run-ports").prefix + "launcher/", ("done/1", "failure/1"))
+    agent.proc.send_signal(signal.SIGTERM)
+    code, out, err = agent.finish()
+    assert ended == "done/1", err  # its worker bound both ports (plainly) and exited 0
+    assert "ports bound" in out
+    assert code == 143, err
+
+
+def _wait_for_key(store: Store, key: str, endings: tuple[str, ...] = ("",)) -> str:
+    """Block on store changes until a key ``key + ending`` exists; its value, or (with endings) the ending."""
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        listing = store.list(key)
+        for entry in listing:
+            for ending in endings:
+                if entry.key == key + ending:
+                    return ending if ending else entry.value.decode()
+        assert time.monotonic() < deadline, f"no {key}{endings} in the store"
+        store.wait(key, listing.revision, 1.0)
+
+
+def test_run_shows_a_live_progress_line_on_a_terminal_only() -> None:
+    args = ("run", "memory://progress", "--run-id", "p", "--nnodes", "2:3", "--join-timeout")
+    job = ("--", sys.executable, "-c", "pass")
+    assert "1/2 joined (min 2, max 3)" in _stderr_on_a_terminal(*args, "2", *job)
+    assert "joined" not in _stderr_on_a_terminal(*args, "0.5", "--quiet", *job)
+    assert "joined" not in run(*args, "0.5", *job).stderr  # not a terminal

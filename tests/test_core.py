@@ -115,3 +115,18 @@ def test_rejoining_members_always_wait_and_newcomers_only_below_max() -> None:
     assert not counts_as_waiting(newcomer, 3, world_size=4, max_nodes=4)  # a spare
     assert counts_as_waiting(newcomer, 3, world_size=3, max_nodes=4)
     assert counts_as_waiting(newcomer, 0, world_size=0, max_nodes=0)  # no round yet
+
+
+def test_split_brain_guard_needs_a_strict_majority_of_the_previous_round() -> None:
+    from rdzv.core.plan import has_majority
+
+    two_of_four = [rec("a", 1, prev_round=3), rec("b", 2, prev_round=3), rec("new", 3)]
+    assert not has_majority(two_of_four, 3, 4)  # half is not a majority: the other half may go on
+    assert has_majority([*two_of_four, rec("c", 4, prev_round=3)], 3, 4)
+    assert not has_majority([rec("a", 1, prev_round=2), rec("b", 2, prev_round=2)], 3, 3)  # older round
+
+
+def test_a_rebuilt_round_document_says_so_and_older_ones_read_as_not_rebuilt() -> None:
+    doc = RoundDoc(4, RoundState.COMPLETE, 2, "h:1", "t", 1, 2, rebuilt=True)
+    assert decode_round_doc(encode(doc), "doc").rebuilt
+    assert not decode_round_doc(b'{"schema":1,"round":1,"state":"complete"}', "doc").rebuilt

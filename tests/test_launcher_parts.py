@@ -187,6 +187,12 @@ def test_a_command_that_cannot_run_is_a_clear_error() -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_standalone_refuses_a_token_its_private_store_would_ignore() -> None:
+    done = rdzv_run("--standalone", "--token", "s3cret", "--", sys.executable, "-c", "pass")
+    assert done.returncode == 2
+    assert "--standalone uses a private store" in done.stderr
+
+
 def test_the_jax_plugin_fills_in_initialize_under_rdzv_join_and_wins_over_slurm(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pytest
 
 from rdzv.errors import ConfigurationError, RendezvousClosedError, RendezvousTimeoutError
+from rdzv.rendezvous.layout import Layout
 from rdzv.rendezvous.node import Change, Rendezvous, RendezvousInfo
 
 _runs = itertools.count()
@@ -140,6 +141,22 @@ def test_shutdown_is_seen_by_peers_at_once(cluster: Callable[..., Cluster]) -> N
     assert c.node("a").wait_for_change(PATIENCE) == Change.MEMBER_LOST
 
 
+def test_a_host_waits_for_peers_to_leave_by_shutdown_or_by_dying(cluster: Callable[..., Cluster]) -> None:
+    c = cluster(3, 3, heartbeat_misses=2)
+    round_ = results(c.join("host", "leaver", "dead"))["host"].round
+    spare = c.join("spare")["spare"]  # a full round: it waits in the next lobby, a reader too
+    host = c.node("host")
+    assert host._store.wait(Layout.lobby(round_ + 1), 0, PATIENCE) is not None  # the spare is in
+    assert host.wait_for_peers_to_leave(0) == ["dead", "leaver", "spare"]
+    host.set_closed()
+    with pytest.raises(RendezvousClosedError):
+        spare.result(PATIENCE)
+    c.node("spare").shutdown()
+    c.node("leaver").shutdown()
+    c.node("dead")._heartbeat.stop(revoke=False)  # dies silently: its lease runs out (0.4 s)
+    assert host.wait_for_peers_to_leave(PATIENCE) == []
+
+
 def test_set_closed_wakes_waiters_and_refuses_later_joins(cluster: Callable[..., Cluster]) -> None:
     c = cluster(3, 3)
     waiting = c.join("a")["a"]
@@ -245,3 +262,14 @@ def test_threads_are_not_left_running(cluster: Callable[..., Cluster]) -> None:
         assert beats is not None
         assert beats.cancelled
         assert beats.cancel()  # no beat in progress
+
+
+def test_split_brain_guard_setting_reads_on_off_and_names_a_bad_value() -> None:
+    from rdzv.errors import ConfigurationError
+    from rdzv.rendezvous.config import RendezvousSettings
+
+    base = {"run_id": "job", "min_nodes": "1", "max_nodes": "2"}
+    assert RendezvousSettings.from_strings(base).split_brain_guard
+    assert not RendezvousSettings.from_strings({**base, "split_brain_guard": "off"}).split_brain_guard
+    with pytest.raises(ConfigurationError, match="split_brain_guard must be true or false"):
+        RendezvousSettings.from_strings({**base, "split_brain_guard": "maybe"})

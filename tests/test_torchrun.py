@@ -9,16 +9,9 @@ never for time to pass.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import json
-import os
-import re
-import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,119 +20,27 @@ import pytest
 
 from rdzv.registry import torchrun_handlers
 from rdzv.testing.net import free_port, wait_for_port
+from torchrun_agents import (
+    FAST_CONF,
+    RUN_SECONDS,
+    TRAIN,
+    assert_world_of_four,
+    launcher,
+    results,
+    torchrun_args,
+)
 
 pytestmark = [
     pytest.mark.torchrun,
     pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed"),
 ]
 
-BIN = Path(sys.executable).parent
-TRAIN = Path(__file__).parent / "torchrun_scripts" / "train.py"
-RUN_SECONDS = 60.0
-# Short beats and last call keep each run to seconds; the monitor notices failures at once.
-FAST_CONF = "last_call_timeout=1,heartbeat_interval=0.5,heartbeat_misses=4"
-
-
-class Agent:
-    """One ``torchrun`` process (a node), its output collected line by line."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [str(BIN / "torchrun"), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for_line(self, pattern: str, timeout: float = RUN_SECONDS) -> str:
-        """Block until a line matches ``pattern``; fail with the output if it never does."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = next((line for line in self.lines if regex.search(line)), None)
-                if found is not None:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    pytest.fail(f"no line matching {pattern!r}; output:\n{self.output}")
-                self._changed.wait(remaining)
-
-    def finish(self, timeout: float = RUN_SECONDS) -> int:
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"torchrun did not finish within {timeout} s; output:\n{self.output}")
-        self._reader.join(timeout)
-        return code
-
-    def kill(self) -> None:
-        """SIGKILL the node: the agent's session (its workers follow by PDEATHSIG)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self._reader.join(RUN_SECONDS)  # ends when the last worker holding the pipe is gone
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-
-    @property
-    def output(self) -> str:
-        with self._changed:
-            return "\n".join(self.lines)
-
-    def records(self, kind: str) -> list[dict[str, Any]]:
-        return [json.loads(line.split(" ", 1)[1]) for line in self.lines if line.startswith(kind + " ")]
-
 
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Any]:
     """``start(*torchrun_args) -> Agent``; every agent's session is killed at teardown."""
-    agents: list[Agent] = []
-    # LOGLEVEL=INFO: the agents' logs show each rendezvous in a failing test's output.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "LOGLEVEL": "INFO"}
-    env["RDZV_TEST_DIR"] = str(tmp_path)
-
-    def launch(*args: str) -> Agent:
-        agent = Agent(list(args), env)
-        agents.append(agent)
-        return agent
-
-    yield launch
-    for agent in agents:
-        agent.kill()
-
-
-def torchrun_args(
-    endpoint: int | str, run_id: str, nnodes: str, *extra: str, conf: str = FAST_CONF
-) -> list[str]:
-    """Arguments for one agent; an ``int`` endpoint is the TCP store at ``127.0.0.1:PORT``."""
-    return [
-        f"--nnodes={nnodes}",
-        "--nproc-per-node=2",
-        "--rdzv-backend=rdzv",
-        f"--rdzv-endpoint={f'127.0.0.1:{endpoint}' if isinstance(endpoint, int) else endpoint}",
-        f"--rdzv-id={run_id}",
-        f"--rdzv-conf={conf}",
-        "--local-addr=127.0.0.1",
-        "--monitor-interval=0.1",
-        *extra,
-    ]
+    with launcher(tmp_path) as launch:
+        yield launch
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -237,16 +138,6 @@ print("ok")
     result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
-
-
-def results(*agents: Agent) -> list[dict[str, Any]]:
-    return sorted((r for a in agents for r in a.records("RESULT")), key=lambda r: r["rank"])
-
-
-def assert_world_of_four(found: list[dict[str, Any]], output: str) -> None:
-    assert [r["rank"] for r in found] == [0, 1, 2, 3], output
-    assert {(r["world"], r["env_world"], r["sum"]) for r in found} == {(4, "4", 10.0)}, output
-    assert len({r["master"] for r in found}) == 1, output
 
 
 @pytest.mark.parametrize("store", ["host:port", "file"])

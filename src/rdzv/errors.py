@@ -94,9 +94,11 @@ class StoreCorruptedError(StoreError):
 
 
 class StoreStateLostError(StoreError):
-    """The store lost what it held (its server restarted, or it was emptied).
+    """The store lost what it held (its server restarted, or the client moved to another host).
 
-    Not transient: retrying cannot bring the state back, so it is raised at once.
+    Not transient: retrying cannot bring the state back. Raised by the call that spanned
+    the change (revisions and leases it referred to mean nothing to the new store); the
+    caller re-asserts what it knows (``rdzv.rendezvous.recovery``), later calls work.
     """
 
 

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import os
 
+from rdzv.rendezvous.address import host_port
+
 try:
     from jax._src import clusters
 except ImportError as exc:  # pragma: no cover - the test environment has jax
     raise ImportError("rdzv.jax needs JAX: pip install 'rdzv[jax]' (or jax itself)") from exc
 
 __all__ = ["RdzvCluster", "coordinator_address"]
-
-
-def _host_port(host: str, port: str) -> str:
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 # JAX registers subclasses in an unannotated __init_subclass__.
@@ -63,7 +61,7 @@ def coordinator_address(port: str | None = None) -> str:
     given = os.environ.get("JAX_COORDINATOR_ADDRESS")
     if given and port is None:
         return given
-    return _host_port(os.environ["MASTER_ADDR"], port or os.environ["MASTER_PORT"])
+    return host_port(os.environ["MASTER_ADDR"], port or os.environ["MASTER_PORT"])
 
 
 # Ours first: when rdzv's variables are set, they describe this job, whatever else is set.

@@ -153,5 +153,12 @@ class CountingStore(Store):
         self._count("lease_info", 3 * INT)
         return info
 
+    @property
+    def generation(self) -> int:
+        return self._inner.generation
+
+    def state_age(self) -> float | None:
+        return self._target.state_age()
+
     def close(self) -> None:
         """Closing a node's view leaves the shared store open."""

@@ -84,6 +84,8 @@ class _Node:
     store: CountingStore | None
     doomed: bool
     stop: Callable[[], object] = lambda: None
+    recovered: Callable[[], float | None] = lambda: None
+    """When the node last re-asserted its round on a store that lost its state."""
     times: dict[int, float] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     change: str | None = None
@@ -173,7 +175,10 @@ def _rdzv_node(spec: WorkerSpec, shared: Store | None, index: int) -> _Node:
         if own is not None:
             own.close()
 
-    return _Node(index, rdzv.next_rendezvous, watch, rejoin, store, index in spec.doomed, stop)
+    return _Node(
+        index, rdzv.next_rendezvous, watch, rejoin, store, index in spec.doomed, stop,
+        lambda: rdzv.last_recovery,
+    )  # fmt: skip
 
 
 def _make_nodes(spec: WorkerSpec) -> tuple[list[_Node], Callable[[], None]]:
@@ -212,6 +217,7 @@ def _report(nodes: list[_Node], phase: int, cpu_at_ready: float = 0.0) -> dict[s
         }
     if phase == 2:
         report["changes"] = sorted({str(n.change) for n in counted})
+        report["reasserted"] = [n.recovered() for n in counted]
     return report
 
 

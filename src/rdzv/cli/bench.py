@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from rdzv.bench.harness import CONNECTIONS, BenchConfig, run_rdzv, run_torch
+from rdzv.bench.recovery import run_recovery
 from rdzv.bench.report import machine, plot, summarize, table
 from rdzv.bench.stores import STORES
 from rdzv.bench.torch_runner import torch_available
@@ -59,7 +60,37 @@ def _measure(
     return rows, ours, theirs
 
 
+def _recovery(
+    counts: list[int], repeat: int, cfg: BenchConfig, about: dict[str, Any], json_path: Path | None
+) -> None:
+    """The recovery scenario: kill the hosting node, time until every survivor is in a round."""
+    runs = []
+    for n in counts:
+        for i in range(repeat):
+            result = run_recovery(n, cfg)
+            runs.append(result)
+            figures = ", ".join(
+                f"{key[:-2]} {result[key]:.2f} s" if result.get(key) is not None else f"{key[:-2]} FAILED"
+                for key in ("rebuilt_s", "noticed_s", "recovered_s")
+            )
+            errors = "; ".join(result.get("errors") or [])[:200]
+            click.echo(
+                f"recovery N={n:<5} #{i + 1}: {figures} (target: lease ttl + 2 = {result['target_s']:.1f} s) "
+                f"{errors}"
+            )
+    if json_path is not None:
+        document = {"machine": about, "config": {**cfg.__dict__, "nodes": counts}, "recovery": runs}
+        json_path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    if any(r.get("errors") or r.get("recovered_s") is None for r in runs):
+        sys.exit(1)
+
+
 @click.command()
+@click.option(
+    "--scenario", type=click.Choice(["rendezvous", "recovery"]), default="rendezvous", show_default=True,
+    help="rendezvous: latency, traffic, detection against N; recovery: SIGKILL the node hosting "
+    "a tcp store with a second candidate host, time until every survivor is back in a round.",
+)  # fmt: skip
 @click.option("--store", type=click.Choice(STORES), default="tcp", show_default=True, help="Store backend.")
 @click.option(
     "--nodes", default="8,32,128,256,1024,4096", show_default=True, callback=_node_counts,
@@ -81,6 +112,7 @@ def _measure(
 @click.option("--torch-timeout", default=30.0, show_default=True, type=click.FloatRange(min=1))
 @click.option("--steady-seconds", default=4.0, show_default=True, type=click.FloatRange(min=0.1))
 def bench(
+    scenario: str,
     store: str,
     nodes: list[int],
     repeat: int,
@@ -113,6 +145,11 @@ def bench(
         connections,
     )  # fmt: skip
     about = machine()
+    if scenario == "recovery":
+        if store != "tcp" or vs_torch:
+            raise click.UsageError("--scenario recovery runs on the tcp store only, without --vs-torch")
+        _recovery(nodes, repeat, cfg, about, json_path)
+        return
     click.echo(
         f"rdzv bench: store {store}, N {','.join(map(str, nodes))}, {repeat} repeat(s), {workers} workers, "
         f"connections {connections}; "

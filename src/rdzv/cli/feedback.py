@@ -1,8 +1,8 @@
 """What a waiting command tells its user on stderr: store trouble, and a live progress line.
 
-Used by ``rdzv join`` (and meant for every command that waits for a round):
-``JoinFeedback.store_trouble`` is a ``Rendezvous(on_retry=...)`` observer, and
-``JoinFeedback.progress`` redraws one line on a terminal while the round forms.
+Used by ``rdzv join`` and ``rdzv run``: ``JoinFeedback.store_trouble`` is a
+``Rendezvous(on_retry=...)`` observer, and ``JoinFeedback.joining`` redraws one
+line on a terminal while a round forms.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from rdzv.errors import StoreError
+from rdzv.rendezvous.node import Rendezvous
 from rdzv.rendezvous.progress import JoinProgress, ProgressWatch
 
 __all__ = ["JoinFeedback", "render_progress"]
@@ -55,6 +56,11 @@ class JoinFeedback:
         with self._lock:
             self._clear()
             print(message, file=self._stream, flush=True)
+
+    def joining(self, node: Rendezvous, *, quiet: bool) -> contextlib.AbstractContextManager[None]:
+        """Show the progress of ``node``'s next round while the block runs: on a TTY, unless ``quiet``."""
+        enabled = not quiet and self._stream.isatty()
+        return self.progress(ProgressWatch(node.store, node.settings), enabled=enabled)
 
     @contextlib.contextmanager
     def progress(self, watch: ProgressWatch, *, enabled: bool) -> Iterator[None]:

@@ -15,14 +15,22 @@ from types import FrameType
 import click
 
 from rdzv.cli.feedback import JoinFeedback
-from rdzv.cli.options import open_url, read_token, run_id, store_url, token_options
+from rdzv.cli.options import (
+    NodeSettings,
+    addr_option,
+    node_settings,
+    open_url,
+    quiet_option,
+    read_token,
+    run_id,
+    store_url,
+    token_options,
+)
 from rdzv.rendezvous.config import ENV_VARS
 from rdzv.rendezvous.node import Rendezvous, RendezvousInfo
-from rdzv.rendezvous.progress import ProgressWatch
 
 __all__ = ["Terminated", "join"]
 
-SECONDS = click.FloatRange(min=0, min_open=True)
 HOST_LINGER = 60.0
 """Most seconds a node hosting the store waits, before leaving, for members to read their placement."""
 
@@ -50,53 +58,8 @@ class Terminated(BaseException):
     envvar=ENV_VARS["max_nodes"],
     help="Most nodes in a round; later ones wait as spares.",
 )
-@click.option("--node-id", help="Unique name of this node [default: HOST-PID-RANDOM].")
-@click.option(
-    "--addr",
-    help="HOST or HOST:PORT others reach this node at; PORT becomes MASTER_PORT on rank 0 "
-    "[default: this machine's address on the route to the store's host, and a free port "
-    "held until the command starts].",
-)
-@click.option(
-    "--join-timeout",
-    type=SECONDS,
-    default=600,
-    show_default=True,
-    envvar=ENV_VARS["join_timeout"],
-    help="Seconds to wait for a round.",
-)
-@click.option(
-    "--last-call-timeout",
-    type=SECONDS,
-    default=30,
-    show_default=True,
-    envvar=ENV_VARS["last_call_timeout"],
-    help="Seconds to wait for more nodes once --min have joined.",
-)
-@click.option(
-    "--heartbeat-interval",
-    type=SECONDS,
-    default=5,
-    show_default=True,
-    envvar=ENV_VARS["heartbeat_interval"],
-    help="Seconds between heartbeats.",
-)
-@click.option(
-    "--heartbeat-misses",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    envvar=ENV_VARS["heartbeat_misses"],
-    help="Missed heartbeats before eviction.",
-)
-@click.option(
-    "--rank-policy",
-    type=click.Choice(["stable", "sorted", "arrival"]),
-    default="stable",
-    show_default=True,
-    envvar=ENV_VARS["rank_policy"],
-    help="How ranks are assigned.",
-)
+@addr_option("--addr", held_until="the command starts")
+@node_settings
 @click.option(
     "--format",
     "output",
@@ -105,12 +68,11 @@ class Terminated(BaseException):
     show_default=True,
     help="Print the result as a JSON object or as shell `export` lines.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress line while waiting.")
+@quiet_option
 @token_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def join(url: str, run_id: str, min_nodes: int, max_nodes: int, node_id: str | None, addr: str | None,
-         join_timeout: float, last_call_timeout: float, heartbeat_interval: float, heartbeat_misses: int,
-         rank_policy: str, output: str, quiet: bool, token: str | None, token_file: Path | None,
+def join(url: str, run_id: str, min_nodes: int, max_nodes: int, addr: str | None, settings: NodeSettings,
+         output: str, quiet: bool, token: str | None, token_file: Path | None,
          command: tuple[str, ...]) -> None:  # fmt: skip
     """Join run RUN_ID through the store at URL and print this node's rank.
 
@@ -142,13 +104,14 @@ def join(url: str, run_id: str, min_nodes: int, max_nodes: int, node_id: str | N
       rdzv join tcp://10.0.0.1:29400 --run-id job1 --min 2 --max 4 -- python train.py
     """
     feedback = JoinFeedback()
-    with _sigterm_unwinds(), open_url(url, read_token(token, token_file)) as store, Rendezvous(
-        store, run_id, min_nodes, max_nodes, node_id=node_id, addr=addr, join_timeout=join_timeout,
-        last_call_timeout=last_call_timeout, heartbeat_interval=heartbeat_interval,
-        heartbeat_misses=heartbeat_misses, rank_policy=rank_policy, on_retry=feedback.store_trouble,
-    ) as node:  # fmt: skip
-        watch = ProgressWatch(store, node.settings)
-        with feedback.progress(watch, enabled=not quiet and sys.stderr.isatty()):
+    with (
+        _sigterm_unwinds(),
+        open_url(url, read_token(token, token_file)) as store,
+        settings.rendezvous(
+            store, run_id, min_nodes, max_nodes, addr=addr, on_retry=feedback.store_trouble
+        ) as node,
+    ):
+        with feedback.joining(node, quiet=quiet):
             info = node.next_rendezvous()
         text = _format(info, output, node.node_id)
         node.confirm_placement()

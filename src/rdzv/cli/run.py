@@ -7,18 +7,28 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import click
 
+from rdzv.cli.feedback import JoinFeedback
+from rdzv.cli.options import (
+    SECONDS,
+    NodeSettings,
+    addr_option,
+    node_settings,
+    open_url,
+    quiet_option,
+    read_token,
+    token_options,
+)
 from rdzv.errors import ConfigurationError
 from rdzv.launcher import Agent, Event, LaunchSpec
 from rdzv.launcher.report import ERROR_FILE_ENV, write_error_file
 from rdzv.launcher.spec import parse_std, worker_command
 from rdzv.rendezvous.config import ENV_VARS
-from rdzv.rendezvous.node import Rendezvous
-
-SECONDS = click.FloatRange(min=0, min_open=True)
 
 
 def parse_nnodes(text: str) -> tuple[int, int]:
@@ -97,10 +107,7 @@ class LauncherCommand(click.Command):
     help="Seconds workers get between SIGTERM and SIGKILL.",
 )
 @click.option("--role", default="default", show_default=True, help="Role name of the workers (ROLE_NAME).")
-@click.option(
-    "--local-addr", "--local_addr", help="HOST or HOST:PORT others reach this node at (MASTER_ADDR on node 0)"
-)
-@click.option("--node-id", help="Unique name of this node [default: HOST-PID-RANDOM].")
+@addr_option("--local-addr", "--local_addr", held_until="the workers start")
 @click.option(
     "--log-dir",
     "--log_dir",
@@ -120,53 +127,15 @@ class LauncherCommand(click.Command):
     show_default=True,
     help="Seconds the health check may take.",
 )
-@click.option(
-    "--join-timeout",
-    type=SECONDS,
-    default=600,
-    show_default=True,
-    envvar=ENV_VARS["join_timeout"],
-    help="Seconds to wait for a round.",
-)
-@click.option(
-    "--last-call-timeout",
-    type=SECONDS,
-    default=30,
-    show_default=True,
-    envvar=ENV_VARS["last_call_timeout"],
-    help="Seconds to wait for more than MIN nodes.",
-)
-@click.option(
-    "--heartbeat-interval",
-    type=SECONDS,
-    default=5,
-    show_default=True,
-    envvar=ENV_VARS["heartbeat_interval"],
-    help="Seconds between heartbeats.",
-)
-@click.option(
-    "--heartbeat-misses",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    envvar=ENV_VARS["heartbeat_misses"],
-    help="Missed heartbeats before eviction.",
-)
-@click.option(
-    "--rank-policy",
-    type=click.Choice(["stable", "sorted", "arrival"]),
-    default="stable",
-    show_default=True,
-    envvar=ENV_VARS["rank_policy"],
-    help="How node ranks are given.",
-)
+@node_settings
+@quiet_option
+@token_options
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, required=True)
 def run(args: tuple[str, ...], run_id: str | None, nnodes: str, nproc_per_node: int, max_restarts: int,
         standalone: bool, monitor_interval: float, term_timeout: float, role: str, local_addr: str | None,
-        node_id: str | None, log_dir: Path | None, redirects: str | None, tee: str | None,
-        local_ranks_filter: str | None, health_check: str | None, health_check_timeout: float,
-        join_timeout: float, last_call_timeout: float, heartbeat_interval: float, heartbeat_misses: int,
-        rank_policy: str) -> None:  # fmt: skip
+        log_dir: Path | None, redirects: str | None, tee: str | None, local_ranks_filter: str | None,
+        health_check: str | None, health_check_timeout: float, settings: NodeSettings, quiet: bool,
+        token: str | None, token_file: Path | None) -> None:  # fmt: skip
     """Run K workers on this node as part of job RUN_ID; re-form and restart it elastically.
 
     ARGS is the store URL then the command (after `--`), or with --standalone
@@ -180,9 +149,12 @@ def run(args: tuple[str, ...], run_id: str | None, nnodes: str, nproc_per_node: 
       rdzv run --standalone --nproc-per-node 2 -- python -c 'import os; print(os.environ["RANK"])'
     """
     url, command = _split_args(list(args), standalone)
+    if standalone and (token or token_file):
+        raise click.UsageError("--standalone uses a private store: --token and --token-file do not apply")
     if standalone:
         nnodes, run_id = "1", run_id or "standalone"
         local_addr = local_addr or "127.0.0.1"
+        settings = replace(settings, last_call_timeout=0.1)
     if not run_id:
         raise click.UsageError("--run-id is required (or RDZV_RUN_ID), except with --standalone")
     min_nodes, max_nodes = parse_nnodes(nnodes)
@@ -193,15 +165,20 @@ def run(args: tuple[str, ...], run_id: str | None, nnodes: str, nproc_per_node: 
         _ranks(local_ranks_filter) if local_ranks_filter else None,
         health_check, health_check_timeout,
     )  # fmt: skip
-    node = Rendezvous(
-        url, run_id, min_nodes, max_nodes, node_id=node_id, addr=local_addr, join_timeout=join_timeout,
-        last_call_timeout=0.1 if standalone else last_call_timeout, heartbeat_interval=heartbeat_interval,
-        heartbeat_misses=heartbeat_misses, rank_policy=rank_policy,
-    )  # fmt: skip
-    agent = Agent(spec, node, on_event=_printer(node.node_id))
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, agent.handle_signal)
-    code = agent.run()
+    feedback = JoinFeedback()
+    with open_url(url, read_token(token, token_file)) as store:
+        node = settings.rendezvous(
+            store, run_id, min_nodes, max_nodes, addr=local_addr, on_retry=feedback.store_trouble
+        )
+        agent = Agent(
+            spec,
+            node,
+            on_event=_printer(node.node_id, feedback),
+            joining=partial(feedback.joining, node, quiet=quiet),
+        )
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, agent.handle_signal)
+        code = agent.run()
     error_file = os.environ.get(ERROR_FILE_ENV)
     if code == 1 and error_file:
         write_error_file(Path(error_file), agent.ending_reason)
@@ -230,8 +207,8 @@ def _ranks(text: str) -> frozenset[int]:
         raise ConfigurationError(f"--local-ranks-filter {text!r}: expected ranks like 0 or 0,2") from None
 
 
-def _printer(node_id: str) -> Callable[[Event], None]:
+def _printer(node_id: str, feedback: JoinFeedback) -> Callable[[Event], None]:
     def show(event: Event) -> None:
-        click.echo(f"rdzv run [{node_id}]: {event.describe()}", err=True)
+        feedback.say(f"rdzv run [{node_id}]: {event.describe()}")
 
     return show

@@ -46,3 +46,10 @@ def counts_as_waiting(record: JoinRecord, round_: int, world_size: int, max_node
     they are spares).
     """
     return record.prev_round == round_ or not 0 < max_nodes <= world_size
+
+
+def has_majority(members: Sequence[JoinRecord], prev_round: int, prev_world: int) -> bool:
+    """Whether ``members`` hold a strict majority of round ``prev_round``'s ``prev_world``
+    members: the split-brain guard, so that of two groups at most one goes on."""
+    present = {record.node_id for record in members if record.prev_round == prev_round}
+    return 2 * len(present) > prev_world

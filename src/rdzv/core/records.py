@@ -35,6 +35,8 @@ class RoundDoc:
     token: str = ""
     min_nodes: int = 0
     max_nodes: int = 0
+    rebuilt: bool = False
+    """Re-asserted by a member after the store lost its state, not completed on this store."""
 
     @property
     def closed(self) -> bool:
@@ -57,6 +59,8 @@ class JoinRecord:
     labels: dict[str, str] = field(default_factory=dict)
     prev_round: int = 0
     prev_rank: int | None = None
+    prev_world: int = 0
+    """World size of ``prev_round`` (the split-brain guard counts its members)."""
 
     @property
     def addr(self) -> str:
@@ -69,6 +73,8 @@ class RankRecord:
 
     token: str
     rank: int
+    addr: str = ""
+    """The member's ``host:port`` (the membership can be rebuilt from the rank keys)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ def decode_round_doc(raw: bytes, key: str) -> RoundDoc:
             token=str(body.get("token", "")),
             min_nodes=int(body.get("min_nodes", 0)),
             max_nodes=int(body.get("max_nodes", 0)),
+            rebuilt=bool(body.get("rebuilt", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise RendezvousStateError(f"malformed round document at {key!r}: {exc}") from exc

@@ -16,9 +16,9 @@ reads it, so all nodes exit the same way with the same message.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -47,6 +47,7 @@ from rdzv.launcher.output import Console
 from rdzv.launcher.report import WorkerFailure, format_report
 from rdzv.launcher.spec import LaunchSpec
 from rdzv.launcher.workers import WorkerGroup
+from rdzv.rendezvous.address import PortReservation
 from rdzv.rendezvous.node import Change, Rendezvous, RendezvousInfo
 
 __all__ = ["Agent", "AgentInterrupted"]
@@ -71,7 +72,13 @@ class Agent:
 
     The agent takes over ``rendezvous`` and shuts it down when it ends.
     ``on_event`` receives an :data:`~rdzv.launcher.events.Event` for every step
-    (called on the agent's thread; keep it quick).
+    (called on the agent's thread; keep it quick). ``joining`` gives a context
+    manager the agent enters around every wait for a round (``rdzv run`` draws
+    its progress line in it).
+
+    Group rank 0's coordinator ports (``MASTER_PORT`` and the JAX port) stay
+    reserved from when they are announced until just before its workers start,
+    so no other process takes them in between.
     """
 
     def __init__(
@@ -80,6 +87,7 @@ class Agent:
         rendezvous: Rendezvous,
         *,
         on_event: Callable[[Event], None] | None = None,
+        joining: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
         stdout: BinaryIO | None = None,
         stderr: BinaryIO | None = None,
     ) -> None:
@@ -87,6 +95,8 @@ class Agent:
         self._rdzv = rendezvous
         self._job = JobState(rendezvous.store, rendezvous.run_id)
         self._on_event = on_event or (lambda event: None)
+        self._joining = joining
+        self._jax_port = PortReservation()
         self._console = Console(stdout or sys.stdout.buffer, stderr or sys.stderr.buffer)
         self._stop_signal: int | None = None
         self._interruptible = False
@@ -151,6 +161,7 @@ class Agent:
                 code = 128 + exc.signum
                 reason = f"{signal.Signals(exc.signum).name}: workers stopped, node left run {self.run_id}"
             finally:
+                self._jax_port.release()
                 self._rdzv.shutdown()  # a member lost to the others, not a closed run
         self.ending_reason = reason
         self._emit(Done(code, reason))
@@ -162,7 +173,8 @@ class Agent:
             if ending is not None:
                 return ending
             try:
-                info = self._interruptibly(self._rdzv.next_rendezvous)
+                with self._joining():
+                    info = self._interruptibly(self._rdzv.next_rendezvous)
             except RendezvousClosedError:
                 return self._closed_ending()
             plan = self._plan(info)
@@ -173,7 +185,7 @@ class Agent:
                 return ending
 
     def _plan(self, info: RendezvousInfo) -> RoundPlan | None:
-        jax_port = _free_port(info.coordinator_host) if info.rank == 0 else 0
+        jax_port = self._jax_port.take() if info.rank == 0 else 0
         deadline = time.monotonic() + self._rdzv.settings.join_timeout
         slots = exchange_slots(
             info, NodeSlot(self.spec.nproc_per_node, jax_port), deadline, self._round_interrupted
@@ -200,6 +212,8 @@ class Agent:
         """Run the workers of one round: an ending, or ``None`` to re-form."""
         assert self._files is not None
         log_dir = self.spec.log_dir / self.run_id if self.spec.log_dir else None
+        self._rdzv.release_port()  # the coordinator ports are the workers' to bind from now on
+        self._jax_port.release()
         try:
             workers = WorkerGroup.start(self.spec, plan, self._console, self._files, log_dir)
         except OSError as exc:
@@ -312,19 +326,3 @@ class Agent:
 
     def _emit(self, event: Event) -> None:
         self._on_event(event)
-
-
-def _free_port(host: str) -> int:
-    """A port on ``host`` for the round's JAX coordinator (rank 0 binds it)."""
-    try:
-        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
-        family, _, _, _, address = infos[0]
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.bind(address)
-            port: int = sock.getsockname()[1]
-            return port
-    except OSError:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("", 0))
-            fallback: int = sock.getsockname()[1]
-            return fallback

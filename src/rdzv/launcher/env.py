@@ -9,14 +9,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["RoundPlan", "host_port"]
+from rdzv.rendezvous.address import host_port
 
-
-def host_port(host: str, port: int) -> str:
-    """``host:port``, bracketing an IPv6 host."""
-    if ":" in host and not host.startswith("["):
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
+__all__ = ["RoundPlan"]
 
 
 @dataclass(frozen=True)

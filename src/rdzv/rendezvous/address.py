@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from rdzv.errors import ConfigurationError
 
-__all__ = ["PortReservation", "route_host", "split_addr"]
+__all__ = ["PortReservation", "host_port", "route_host", "split_addr"]
 
 _PUBLIC_PROBE = ("192.0.2.1", 9)
 """TEST-NET-1 (RFC 5737): a destination for asking the kernel which interface routes outwards."""
@@ -33,6 +33,13 @@ def split_addr(addr: str) -> tuple[str, int | None]:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigurationError(f"addr {addr!r}: expected HOST or HOST:PORT with PORT in 1-65535")
     return host, int(port)
+
+
+def host_port(host: str, port: int | str) -> str:
+    """``host:port``, bracketing an IPv6 host: the inverse of :func:`split_addr`."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
 
 
 def store_host(url: str) -> tuple[str, int] | None:

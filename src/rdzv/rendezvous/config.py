@@ -22,6 +22,7 @@ ENV_VARS = {
     "heartbeat_interval": "RDZV_HEARTBEAT_INTERVAL",
     "heartbeat_misses": "RDZV_HEARTBEAT_MISSES",
     "rank_policy": "RDZV_RANK_POLICY",
+    "split_brain_guard": "RDZV_SPLIT_BRAIN_GUARD",
     "token": "RDZV_TOKEN",
 }
 
@@ -39,6 +40,9 @@ class RendezvousSettings:
     heartbeat_interval: float = 5.0
     heartbeat_misses: int = 3
     rank_policy: str = "stable"
+    split_brain_guard: bool = True
+    """A round formed on a store that did not hold the previous round (or on a store that
+    may fail over) needs a strict majority of the previous round's members."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.run_id, str) or not _RUN_ID.match(self.run_id):
@@ -56,6 +60,10 @@ class RendezvousSettings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+        if not isinstance(self.split_brain_guard, bool):
+            raise ConfigurationError(
+                f"split_brain_guard must be true or false, got {self.split_brain_guard!r}"
+            )
         if self.rank_policy not in RANK_POLICIES:
             raise ConfigurationError(
                 f"rank_policy {self.rank_policy!r} is unknown; expected one of {', '.join(RANK_POLICIES)}"
@@ -77,8 +85,22 @@ class RendezvousSettings:
         types = {f.name: f.type for f in fields(cls)}
         for name, raw in values.items():
             kind = types[name]
+            if kind == "bool":
+                converted[name] = _boolean(name, raw)
+                continue
             try:
                 converted[name] = int(raw) if kind == "int" else float(raw) if kind == "float" else raw
             except (TypeError, ValueError) as exc:
                 raise ConfigurationError(f"{name} must be a {kind}, got {raw!r}") from exc
         return cls(**converted)
+
+
+def _boolean(name: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name} must be true or false (1/0, yes/no, on/off), got {raw!r}")

@@ -13,24 +13,40 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
-from rdzv.errors import StoreError
+from rdzv.errors import StoreError, StoreStateLostError
 from rdzv.rendezvous.beats import BeatHandle, scheduler
 from rdzv.store.base import Store
 from rdzv.store.deadline import bounded
 
 log = logging.getLogger(__name__)
 
+RETRY_AFTER_FAILURE = 0.25
+"""Seconds to the next beat after a failed one: a store that failed over is found fast."""
+
 
 class Heartbeat:
     """Grants the node's lease on demand and refreshes it on the process's beat scheduler."""
 
-    def __init__(self, store: Store, *, ttl: float, interval: float, name: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        ttl: float,
+        interval: float,
+        name: str,
+        on_beat: Callable[[bool], None] | None = None,
+    ) -> None:
         self._store = store
+        self._on_beat = on_beat
+        """Called on the beat scheduler after each beat with whether the lease was alive."""
         self._ttl = ttl
         self._interval = interval
         self._name = name
         self._lease: int | None = None
+        self._generation = store.generation
+        """Store generation the lease was granted in (a lease of an older one means nothing)."""
         self._lock = threading.Lock()
         self._beats: BeatHandle | None = None
         self._stopped = False
@@ -43,8 +59,12 @@ class Heartbeat:
     def ensure(self) -> int:
         """The current lease, granting a new one if there is none or it was lost."""
         with self._lock:
+            if self._lease is not None and self._generation != self._store.generation:
+                self._lease = None  # granted by a store that has since lost its state
             if self._lease is None:
+                generation = self._store.generation
                 self._lease = self._store.grant(self._ttl)
+                self._generation = generation
             if self._beats is None and not self._stopped:
                 self._beats = scheduler().schedule(self._tick, self._interval)
             return self._lease
@@ -53,12 +73,19 @@ class Heartbeat:
         """Refresh once; ``False`` means the lease had expired and is dropped."""
         with self._lock:
             lease = self._lease
+            stale = self._generation != self._store.generation
         if lease is None:
             return False
-        if self._store.refresh(lease):
-            self.refreshes += 1
-            return True
-        log.warning("rdzv node %s: lease %s expired; the node was evicted and will rejoin", self._name, lease)
+        try:
+            if not stale and self._store.refresh(lease):
+                self.refreshes += 1
+                return True
+        except StoreStateLostError:
+            stale = True
+        if stale:
+            log.warning("rdzv node %s: the store lost its state; taking a new lease", self._name)
+        else:
+            log.warning("rdzv node %s: lease %s expired; evicted, it will rejoin", self._name, lease)
         with self._lock:
             if self._lease == lease:
                 self._lease = None
@@ -70,9 +97,12 @@ class Heartbeat:
             return None
         try:
             with bounded(time.monotonic() + self._interval):
-                self.beat()
+                alive = self.beat()
+                if self._on_beat is not None:
+                    self._on_beat(alive)
         except StoreError as exc:
             log.warning("rdzv node %s: heartbeat failed: %s", self._name, exc)
+            return None if self._stopped else min(self._interval, RETRY_AFTER_FAILURE)
         return None if self._stopped else self._interval
 
     def stop(self, *, revoke: bool) -> None:

@@ -28,6 +28,7 @@ from rdzv.core.records import (
 from rdzv.errors import RendezvousClosedError, StoreError
 from rdzv.rendezvous.config import RendezvousSettings
 from rdzv.rendezvous.layout import Layout
+from rdzv.rendezvous.recovery import REASSERT_MARGIN, adopt_round
 from rdzv.store.base import Entry, Store
 
 
@@ -52,6 +53,8 @@ class Placement:
     rank: int
     revision: int
     """Store revision at which the round completed; later changes are news."""
+    addr: str = ""
+    """This node's ``host:port`` in the round."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class _Pending:
     joined_at: float
     attempt_at: float | None
     lease: int = 0
+    generation: int = 0
+    """Store generation of the lobby key (a store that lost its state lost the key too)."""
 
 
 class Joiner:
@@ -92,6 +97,8 @@ class Joiner:
         self._pending: _Pending | None = None
         self.left_behind: str | None = None
         """A placed node's lobby key, left for the caller to delete off the critical path."""
+        self.held_back: str | None = None
+        """Why the last attempt to complete the round was held back (for the timeout error)."""
 
     @property
     def waiting_round(self) -> int | None:
@@ -100,6 +107,12 @@ class Joiner:
     def step(self, now: float) -> Placement | Wait:
         entry = self._store.get(Layout.doc)
         doc = decode_round_doc(entry.value, Layout.doc) if entry else None
+        prev = self._previous
+        if prev is not None and (doc is None or (not doc.closed and doc.round < prev.doc.round)):
+            # The store lost its state: it adopts the highest round its members assert.
+            adopt_round(self._store, prev.doc)
+            entry = self._store.get(Layout.doc)
+            doc = decode_round_doc(entry.value, Layout.doc) if entry else None
         if doc is not None and doc.closed:
             self.leave_lobby()
             raise RendezvousClosedError(
@@ -116,8 +129,13 @@ class Joiner:
                 return placed
             self.leave_lobby()  # not chosen (a spare, or late): queue for the next round
             pending = None
-        if pending is not None and pending.arrival and self._lease() != pending.lease:
-            # Our lease expired while we waited (a stall past its ttl), and our lobby key with it.
+        if (
+            pending is not None
+            and pending.arrival
+            and (self._lease() != pending.lease or self._store.generation != pending.generation)
+        ):
+            # Our lease expired while we waited (a stall past its ttl), and our lobby key with it,
+            # or the store lost its state: re-enter the lobby.
             pending.arrival, pending.joined_at, pending.attempt_at = 0, now, None
         if pending is None:
             # Recorded before any write: if a reply is lost and the step is retried,
@@ -152,6 +170,7 @@ class Joiner:
     def _enter_lobby(self, pending: _Pending) -> None:
         # The key goes in before the counter moves: whoever counts N arrivals
         # is sure to find N keys (less the dead) when it lists the lobby.
+        generation = self._store.generation
         lease = self._lease()
         prev = self._previous
         record = JoinRecord(
@@ -163,6 +182,7 @@ class Joiner:
             labels=self._node.labels,
             prev_round=prev.doc.round if prev else 0,
             prev_rank=prev.rank if prev else None,
+            prev_world=prev.doc.world_size if prev else 0,
         )
         lobby = Layout.lobby(pending.round)
         try:
@@ -175,7 +195,7 @@ class Joiner:
             lease = self._lease()
             record = replace(record, lease=lease)
             written = self._store.put(lobby + self._node.node_id, encode(record), lease=lease)
-        pending.lease = lease
+        pending.lease, pending.generation = lease, generation
         # Stores with history (etcd) count the lobby as it was at our write: one read and
         # no contention, where a counter there is a CAS loop costing O(N^2) transactions.
         counted = self._store.count_at(lobby, written)
@@ -192,7 +212,7 @@ class Joiner:
         record = decode_rank(found.value, key)
         if record.token != doc.token:
             return None
-        return Placement(doc, record.rank, entry.version)
+        return Placement(doc, record.rank, entry.version, record.addr)
 
     def _try_complete(self, pending: _Pending, doc_entry: Entry | None, now: float) -> Placement | None:
         s = self._settings
@@ -203,6 +223,12 @@ class Joiner:
         if members is None:
             pending.attempt_at = None if last_call_due else pending.joined_at + s.last_call_timeout
             return None
+        previous = decode_round_doc(doc_entry.value, Layout.doc) if doc_entry else None
+        wait = self._held_back(members, previous)
+        if wait is not None:
+            pending.attempt_at = now + wait
+            return None
+        self.held_back = None
         lease = self._lease()
         claim = self._store.compare_and_set(
             Layout.claim(pending.round), uuid.uuid4().hex.encode(), 0, lease=lease
@@ -229,7 +255,36 @@ class Joiner:
         if not mine:
             return None  # we completed the round for others and stay a spare
         self._settle()
-        return Placement(doc, mine[0], result.current.version)
+        return Placement(doc, mine[0], result.current.version, ordered[mine[0]].addr)
+
+    def _held_back(self, members: list[JoinRecord], previous: RoundDoc | None) -> float | None:
+        """Seconds to wait before planning again, when a guard holds the round back; else ``None``.
+
+        * A store whose state is younger than one heartbeat interval (+ a margin) and holds
+          no round may have lost a running one whose members have not re-asserted it yet:
+          a first round formed now could run beside it.
+        * The split-brain guard: after a store lost its state, or where it may fail over to
+          another host, the round needs a strict majority of the previous round's members.
+        """
+        s = self._settings
+        if previous is None:
+            age = self._store.state_age()
+            grace = s.heartbeat_interval + REASSERT_MARGIN
+            if age is not None and age < grace:
+                self.held_back = f"the store is {age:.1f} s old; members of a lost round may re-assert it"
+                return grace - age
+            return None
+        guarded = previous.rebuilt or self._store.capabilities.failover
+        if not s.split_brain_guard or not guarded or previous.round == 0:
+            return None
+        if plan.has_majority(members, previous.round, previous.world_size):
+            return None
+        present = sum(1 for record in members if record.prev_round == previous.round)
+        self.held_back = (
+            f"split-brain guard: only {present} of round {previous.round}'s {previous.world_size} members "
+            "reached this store, a strict majority is needed (split_brain_guard=False turns this off)"
+        )
+        return s.heartbeat_interval
 
     def _publish(self, round_: int, ordered: list[JoinRecord], token: str) -> RoundDoc:
         ranks = Layout.ranks(round_)
@@ -241,7 +296,7 @@ class Joiner:
         # the membership. A member that died meanwhile fails the write (its lease is gone).
         members = MembersRecord(token, [r.node_id for r in ordered], [r.addr for r in ordered])
         batch: list[tuple[str, bytes, int | None]] = [
-            (ranks + record.node_id, encode(RankRecord(token, rank)), record.lease)
+            (ranks + record.node_id, encode(RankRecord(token, rank, record.addr)), record.lease)
             for rank, record in enumerate(ordered)
         ]
         batch.append((Layout.members(round_), encode(members), None))

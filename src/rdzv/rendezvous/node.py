@@ -22,18 +22,26 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from types import TracebackType
+from typing import TypeVar
 
 from rdzv.core.plan import counts_as_waiting
 from rdzv.core.records import RoundDoc, RoundState, decode_members, decode_round_doc, encode
-from rdzv.errors import ConfigurationError, RendezvousStateError, RendezvousTimeoutError, StoreError
+from rdzv.errors import (
+    ConfigurationError,
+    RendezvousStateError,
+    RendezvousTimeoutError,
+    StoreError,
+    StoreStateLostError,
+)
 from rdzv.registry import open_store
 from rdzv.rendezvous.address import PortReservation, route_host, split_addr
 from rdzv.rendezvous.config import RendezvousSettings
 from rdzv.rendezvous.heartbeat import Heartbeat
 from rdzv.rendezvous.join import Joiner, NodeIdentity, Placement, read_lobby_entry
 from rdzv.rendezvous.layout import Layout
+from rdzv.rendezvous.recovery import Recovery, members_missing, rebuild_members, store_lost_round
 from rdzv.rendezvous.runmetrics import track_runs
-from rdzv.retry import RetryObserver, RetryPolicy
+from rdzv.retry import TRANSIENT, RetryObserver, RetryPolicy
 from rdzv.store.base import Store
 from rdzv.store.deadline import bounded
 
@@ -42,6 +50,10 @@ __all__ = ["Change", "Rendezvous", "RendezvousInfo"]
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+T = TypeVar("T")
+
+RETRY_PAUSE = 0.1
+"""Seconds between attempts to watch a store that is failing over."""
 
 LAST_LOOK = 0.5
 """Seconds past the join deadline for one last look at the round, and again to leave the lobby."""
@@ -71,6 +83,7 @@ class RendezvousInfo:
         """A store scoped to this run and round, for the job's own key exchange."""
         self._run_store = run_store
         self._token = doc.token
+        self._doc = doc
         self._members: list[str] | None = None
 
     @property
@@ -80,6 +93,8 @@ class RendezvousInfo:
             key = Layout.members(self.round)
             entry = self._run_store.get(key)
             record = decode_members(entry.value, key) if entry else None
+            if record is None and self._doc is not None:  # a store that lost its state
+                record = rebuild_members(self._run_store, self._doc)
             if record is None or record.token != self._token:
                 raise RendezvousStateError(
                     f"membership of round {self.round} is missing from the store",
@@ -165,12 +180,13 @@ class Rendezvous:
         heartbeat_interval: float = 5,
         heartbeat_misses: int = 3,
         rank_policy: str = "stable",
+        split_brain_guard: bool = True,
         clock: Clock = time.monotonic,
         on_retry: RetryObserver | None = None,
     ) -> None:
         self.settings = RendezvousSettings(
             run_id, min_nodes, max_nodes, join_timeout, last_call_timeout, close_timeout,
-            heartbeat_interval, heartbeat_misses, rank_policy,
+            heartbeat_interval, heartbeat_misses, rank_policy, split_brain_guard,
         )  # fmt: skip
         host, port = split_addr(addr) if addr else ("", None)
         self.node_id = node_id or f"{host or socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -189,8 +205,14 @@ class Rendezvous:
         )
         self._clock = clock
         self._heartbeat = Heartbeat(
-            self._store, ttl=self.settings.lease_ttl, interval=heartbeat_interval, name=self.node_id
+            self._store,
+            ttl=self.settings.lease_ttl,
+            interval=heartbeat_interval,
+            name=self.node_id,
+            on_beat=self._after_beat,
         )
+        self._recovery = Recovery(self._store, self.node_id, self._heartbeat.ensure, self.settings.lease_ttl)
+        self._placement_epoch = 0
         self._placement: Placement | None = None
         self._left_behind: str | None = None
         self._closed_down = False
@@ -199,6 +221,16 @@ class Rendezvous:
     @property
     def run_id(self) -> str:
         return self.settings.run_id
+
+    @property
+    def recoveries(self) -> int:
+        """How many times this node re-asserted its round on a store that lost its state."""
+        return self._recovery.epoch
+
+    @property
+    def last_recovery(self) -> float | None:
+        """Clock reading (``time.monotonic()`` by default) of this node's last re-assertion."""
+        return self._recovery.asserted_at
 
     @property
     def store(self) -> Store:
@@ -229,29 +261,57 @@ class Rendezvous:
             now = self._clock()
             # Past the deadline, one last look (the round may just have completed), then give up.
             step_until = max(deadline, now + LAST_LOOK) if now >= deadline else deadline
-            outcome = self._retry.run(
-                partial(joiner.step, now), deadline=step_until, what="a rendezvous step"
-            )
+            generation = self._store.generation
+            try:
+                step = partial(joiner.step, now)
+                outcome = self._retry.run(step, deadline=step_until, what="a rendezvous step")
+            except StoreStateLostError:
+                if now >= deadline:
+                    raise
+                continue  # the store came back empty: the next step re-asserts and re-enters the lobby
             if isinstance(outcome, Placement):
-                self._placement = outcome
-                self._left_behind = joiner.left_behind
-                if outcome.rank != 0:
-                    self._port.release()  # only rank 0's port is the coordinator's
+                self._placed(outcome, joiner)
                 return RendezvousInfo(self._store, outcome, self.run_id)
             if now >= deadline:
                 waiting_for = joiner.waiting_round  # read first: leaving the lobby forgets it
                 self._retry.run(
                     joiner.leave_lobby, deadline=self._clock() + LAST_LOOK, what="leaving the lobby"
                 )
+                why = f"; {joiner.held_back}" if joiner.held_back else ""
                 raise RendezvousTimeoutError(
                     f"rendezvous {self.run_id!r} did not complete within {self.settings.join_timeout} s "
-                    f"(node {self.node_id} waiting for round {waiting_for})",
+                    f"(node {self.node_id} waiting for round {waiting_for}{why})",
                     run_id=self.run_id,
                     round=waiting_for,
                 )
+            if self._store.generation != generation:
+                continue  # what the step read is from a store that has since lost its state
             until = deadline if outcome.until is None else min(outcome.until, deadline)
             watch = partial(self._store.wait, outcome.key, outcome.since, max(until - now, 0.0))
-            self._retry.run(watch, deadline=deadline, what="waiting for the round")
+            # A lost state is re-asserted by the next step; a transient error escapes the retry
+            # only at the deadline, where the next step takes its last look and gives up.
+            with contextlib.suppress(StoreStateLostError, *TRANSIENT):
+                self._retry.run(watch, deadline=deadline, what="waiting for the round")
+
+    def _placed(self, placement: Placement, joiner: Joiner) -> None:
+        self._placement = placement
+        if placement.rank != 0:
+            self._port.release()  # only rank 0's port is the coordinator's
+        self._left_behind = joiner.left_behind
+        self._recovery.generation = self._store.generation
+        self._recovery.window_until = 0.0
+        self._placement_epoch = self._recovery.epoch
+
+    def _after_beat(self, alive: bool) -> None:
+        """Heartbeat thread: re-assert this member's round if the store lost its state."""
+        placement = self._placement
+        if placement is None or self._closed_down:
+            return
+        if self._recovery.needed() or (not alive and store_lost_round(self._store, placement.doc)):
+            self._reassert(placement, force=True)
+
+    def _reassert(self, placement: Placement, *, force: bool = False) -> None:
+        self._recovery.reassert(placement.doc, placement.rank, placement.addr, self._clock(), force=force)
 
     def num_nodes_waiting(self) -> int:
         """Nodes in the lobby that the current round should make room for.
@@ -260,14 +320,39 @@ class Rendezvous:
         while the round is below ``max_nodes`` (beyond it they are spares).
         """
         placement = self._placement
+        if placement is not None and self._recovery.needed():  # torchrun asks often: a fast path
+            self._patiently(partial(self._reassert, placement))
         round_ = placement.doc.round if placement else self._latest_round()
         world = placement.doc.world_size if placement else 0
-        lobby = self._store.list(Layout.lobby(round_ + 1))
+        lobby = self._patiently(partial(self._store.list, Layout.lobby(round_ + 1)))
         records = [read_lobby_entry(e) for e in lobby]
         max_nodes = self.settings.max_nodes
         return sum(
             1 for r in records if r.node_id != self.node_id and counts_as_waiting(r, round_, world, max_nodes)
         )
+
+    def wait_for_peers_to_leave(self, timeout: float) -> list[str]:
+        """Block until no other node is in this node's round; return those still there at ``timeout``.
+
+        For a node that hosts something its round reads (a store): it stays up
+        while the others need it, never for a node that is gone. A member's rank
+        key, and a spare's place in the next round's lobby, live with its lease,
+        so a node leaves when it shuts down (the lease is revoked) or dies (the
+        lease expires). Works after :meth:`shutdown` as long as the store is open.
+        """
+        placement = self._placement
+        if placement is None:
+            return []
+        area = Layout.area(placement.doc.round)
+        held = (Layout.ranks(placement.doc.round), Layout.lobby(placement.doc.round + 1))
+        deadline = self._clock() + timeout
+        while True:
+            listing = self._store.list(area)
+            peers = {e.key.rsplit("/", 1)[1] for e in listing if e.key.startswith(held)} - {self.node_id}
+            remaining = deadline - self._clock()
+            if not peers or remaining <= 0:
+                return sorted(peers)
+            self._store.wait(area, listing.revision, remaining)
 
     def wait_for_change(self, timeout: float) -> str | None:
         """Block until this node's round changes; return a :class:`Change` value or ``None``.
@@ -286,22 +371,31 @@ class Rendezvous:
             return self._watch_round(placement, deadline)
 
     def _watch_round(self, placement: Placement, deadline: float) -> str | None:
-        round_ = placement.doc.round
-        since = placement.revision
+        since, epoch, verify = placement.revision, self._placement_epoch, False
         while True:
-            remaining = deadline - self._clock()
-            revision = self._store.wait(Layout.area(round_), since, max(remaining, 0.0))
+            if self._recovery.needed():
+                self._patiently(partial(self._reassert, placement), deadline)
+            if self._recovery.epoch != epoch:  # re-asserted: watch the new store from there
+                since, epoch, verify = self._recovery.revision, self._recovery.epoch, True
+            now = self._clock()
+            window_end = self._recovery.window_until
+            if verify and now >= window_end:
+                check = partial(members_missing, self._store, placement.doc)
+                lost, since = self._patiently(check, deadline)
+                if lost:
+                    return Change.MEMBER_LOST
+                verify = False
+            until = min(deadline, window_end) if verify else deadline
+            revision = self._watch(Layout.area(placement.doc.round), since, until)
             if revision is None:
+                if self._clock() < deadline:
+                    continue  # the recovery window ended: verify, then watch on
                 return None
-            doc = self._doc()
-            if doc is not None and doc.closed:
-                return Change.CLOSED
-            if doc is not None and doc.round != round_:
-                return Change.NEW_ROUND
-            if self._store.wait(Layout.ranks(round_), since, 0) is not None:
-                return Change.MEMBER_LOST
-            if self.num_nodes_waiting() > 0:
-                return Change.NODES_WAITING
+            if revision < 0:
+                continue
+            change = self._news(placement, since, revision, in_recovery=verify)
+            if change is not None:
+                return change
             since = revision
 
     def release_port(self) -> None:
@@ -347,6 +441,49 @@ class Rendezvous:
                 return pending
             # Both live under the round's area: one watch sees a confirmation and a death.
             self._store.wait(Layout.area(round_), min(confirmed.revision, ranks.revision), remaining)
+
+    def _news(self, placement: Placement, since: int, revision: int, *, in_recovery: bool) -> str | None:
+        """What changed in the round between ``since`` and ``revision``, if it matters."""
+        round_ = placement.doc.round
+        doc = self._doc()
+        if doc is not None and doc.closed:
+            return Change.CLOSED
+        if doc is None or doc.round < round_:  # the store was emptied: re-assert, then watch again
+            self._reassert(placement, force=True)
+            return None
+        if doc.round != round_ or doc.token != placement.doc.token:
+            return Change.NEW_ROUND
+        # While members re-assert their rank keys after a store lost its state, rank keys
+        # appear; a member lost is judged once, when the recovery window ends.
+        if not in_recovery and self._store.wait(Layout.ranks(round_), since, 0) is not None:
+            return Change.MEMBER_LOST
+        if self.num_nodes_waiting() > 0:
+            return Change.NODES_WAITING
+        return None
+
+    def _watch(self, prefix: str, since: int, until: float) -> int | None:
+        """``store.wait`` until ``until``; ``-1`` when the store lost its state or failed (look again)."""
+        try:
+            return self._store.wait(prefix, since, max(until - self._clock(), 0.0))
+        except StoreStateLostError:
+            return -1
+        except TRANSIENT:
+            if self._clock() >= until:
+                raise
+            time.sleep(RETRY_PAUSE)  # the store is failing over or restarting: not synchronisation
+            return -1
+
+    def _patiently(self, action: Callable[[], T], deadline: float | None = None) -> T:
+        """Run a store action, retrying transient errors and a lost state until ``deadline``
+        (default: one lease ttl from now); the heartbeat thread re-asserts meanwhile anyway."""
+        if deadline is None:
+            deadline = self._clock() + self.settings.lease_ttl
+        while True:
+            try:
+                return self._retry.run(action, deadline=deadline, what="a store call")
+            except StoreStateLostError:
+                if self._clock() >= deadline:
+                    raise
 
     def is_closed(self) -> bool:
         """Whether the run was closed (``set_closed``): joining it would raise ``RendezvousClosedError``."""

@@ -75,6 +75,9 @@ class Capabilities:
     """Processes on different machines can share the store."""
     multi_process: bool = True
     """Processes on one machine can share the store."""
+    failover: bool = False
+    """The client may move to another host whose state starts empty (tcp with several
+    candidate hosts): two hosts may serve at once, so the split-brain guard applies."""
 
 
 class Store(abc.ABC):
@@ -148,6 +151,18 @@ class Store(abc.ABC):
 
     def lease_info(self, lease: int) -> LeaseInfo | None:
         """The lease's ttl and time left, where the backend can tell; ``None`` if unknown."""
+        return None
+
+    @property
+    def generation(self) -> int:
+        """How many times this client found the store's state lost (a restarted server,
+        a move to another host). Revisions and leases from an older generation mean
+        nothing to the store; a call spanning a change raises ``StoreStateLostError``."""
+        return 0
+
+    def state_age(self) -> float | None:
+        """Seconds since the store's state began (its server started), by the store's
+        clock; ``None`` when the state is durable or its age unknown."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing

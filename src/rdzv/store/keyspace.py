@@ -11,6 +11,7 @@ import bisect
 import builtins
 import heapq
 import itertools
+import secrets
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -58,7 +59,9 @@ class KeySpace:
         self._compacted = 0
         self._leases: dict[int, _Lease] = {}
         self._expiry_heap: list[tuple[float, int]] = []
-        self._next_lease = 0
+        # Lease ids start at a random point: a client holding a lease of an earlier
+        # incarnation of the store (restarted, emptied) must not find it alive here.
+        self._next_lease = secrets.randbelow(1 << 40)
         self._log: deque[str] = deque(maxlen=LOG_LENGTH)
         """The key changed at each of the last revisions, newest last (one entry per revision)."""
 

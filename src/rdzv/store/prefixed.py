@@ -70,5 +70,12 @@ class PrefixedStore(Store):
     def revoke(self, lease: int) -> None:
         self._inner.revoke(lease)
 
+    @property
+    def generation(self) -> int:
+        return self._inner.generation
+
+    def state_age(self) -> float | None:
+        return self._inner.state_age()
+
     def scoped(self, prefix: str) -> Store:
         return PrefixedStore(self._inner, self._prefix + prefix)

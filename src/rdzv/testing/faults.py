@@ -116,6 +116,13 @@ class FaultyStore(Store):
     def lease_info(self, lease: int) -> LeaseInfo | None:
         return self._inner.lease_info(lease)
 
+    @property
+    def generation(self) -> int:
+        return self._inner.generation
+
+    def state_age(self) -> float | None:
+        return self._inner.state_age()
+
     def close(self) -> None:
         self._inner.close()
 

@@ -110,11 +110,12 @@ def start_server(
     *,
     token: str | None = "test-token",
     host: str = "127.0.0.1",
+    port: int = 0,
     args: Sequence[str] = (),
     timeout: float = 20.0,
 ) -> ServerProcess:
-    """Start ``rdzv serve --port 0`` and return once it listens."""
-    command = [sys.executable, "-m", "rdzv", "serve", "--host", host, "--port", "0", *args]
+    """Start ``rdzv serve`` on ``port`` (0: one it picks) and return once it listens."""
+    command = [sys.executable, "-m", "rdzv", "serve", "--host", host, "--port", str(port), *args]
     env = {k: v for k, v in os.environ.items() if k != "RDZV_TOKEN"}
     if token is not None:
         env["RDZV_TOKEN"] = token  # through the environment: not visible in `ps`

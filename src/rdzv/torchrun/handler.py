@@ -12,7 +12,9 @@ gives torch's agent what its own c10d backend gives it:
 * that store, under the prefix ``rdzv/RUN/ROUND``, as the agent's store, and
   ``use_agent_store = True`` with ``RendezvousStoreInfo(host, port)`` of the
   same server, so workers reach it as a client through ``MASTER_ADDR`` and
-  ``MASTER_PORT`` (``init_process_group`` with ``env://``);
+  ``MASTER_PORT`` (``init_process_group`` with ``env://``); with
+  ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``, as with c10d, ``use_agent_store`` is
+  ``False`` and rank 0 publishes a free port for its workers to host their own;
 * rdzv errors as torch's ``RendezvousClosedError``, ``RendezvousTimeoutError``,
   ``RendezvousConnectionError`` and ``RendezvousStateError``.
 
@@ -24,6 +26,8 @@ since it was chosen); the others read it from there.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,7 +44,7 @@ from rdzv import errors
 from rdzv.registry import open_store
 from rdzv.rendezvous.node import Rendezvous, RendezvousInfo
 from rdzv.store.base import Store
-from rdzv.torchrun.conf import parse_options
+from rdzv.torchrun.conf import TorchrunOptions, parse_options
 
 __all__ = ["BACKEND", "RdzvRendezvousHandler", "create_handler"]
 
@@ -49,11 +53,10 @@ log = logging.getLogger(__name__)
 BACKEND = "rdzv"
 MASTER_KEY = "torchrun/master"
 """Key in the round's rdzv store where rank 0 publishes the TCPStore's ``host:port``."""
-DEPARTED_KEY = "rdzv/departed"
-ALL_DEPARTED_KEY = "rdzv/departed/all"
-"""Keys in the round's TCPStore counting members through ``shutdown``: hosts wait for all."""
 STORE_TIMEOUT = timedelta(seconds=60)
 """Default timeout of operations on the per-round TCPStore (torch's c10d ``read_timeout``)."""
+NO_SHARED_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
+"""``1``: workers host their own TCPStore instead of using the agent's (as torch's c10d reads it)."""
 
 
 def create_handler(params: torch_api.RendezvousParameters) -> RdzvRendezvousHandler:
@@ -61,19 +64,25 @@ def create_handler(params: torch_api.RendezvousParameters) -> RdzvRendezvousHand
     options = parse_options(params.endpoint, params.run_id, params.min_nodes, params.max_nodes, params.config)
     with translated_errors(params.run_id):
         store = open_store(options.url, **options.store_options)
+    return _handler(options, store, params.local_addr)
+
+
+def _handler(options: TorchrunOptions, store: Store, local_addr: str | None) -> RdzvRendezvousHandler:
     s = options.settings
     try:
         rendezvous = Rendezvous(
             store, s.run_id, s.min_nodes, s.max_nodes,
-            addr=params.local_addr or None,
+            addr=local_addr or None,
             join_timeout=s.join_timeout, last_call_timeout=s.last_call_timeout,
             close_timeout=s.close_timeout, heartbeat_interval=s.heartbeat_interval,
             heartbeat_misses=s.heartbeat_misses, rank_policy=s.rank_policy,
+            split_brain_guard=s.split_brain_guard,
         )  # fmt: skip
     except BaseException:
         store.close()
         raise
-    return RdzvRendezvousHandler(rendezvous, store)
+    timeout = STORE_TIMEOUT if options.read_timeout is None else timedelta(seconds=options.read_timeout)
+    return RdzvRendezvousHandler(rendezvous, store, store_timeout=timeout)
 
 
 class RdzvRendezvousHandler(torch_api.RendezvousHandler):
@@ -85,7 +94,6 @@ class RdzvRendezvousHandler(torch_api.RendezvousHandler):
         self._store_timeout = store_timeout
         self._round_store: PrefixStore | None = None
         self._round_server: TCPStore | None = None
-        self._round_world = 0
         self._shut_down = False
 
     def get_backend(self) -> str:
@@ -93,8 +101,8 @@ class RdzvRendezvousHandler(torch_api.RendezvousHandler):
 
     @property
     def use_agent_store(self) -> bool:
-        """Workers connect to the agent's per-round TCPStore (``MASTER_ADDR``/``MASTER_PORT``)."""
-        return True
+        """Workers use the agent's round TCPStore, unless ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``."""
+        return os.getenv(NO_SHARED_STORE_ENV, "0") != "1"
 
     def get_run_id(self) -> str:
         return self._rdzv.run_id
@@ -107,17 +115,15 @@ class RdzvRendezvousHandler(torch_api.RendezvousHandler):
             # every member has left that round; it stops once the agent drops its store too.
             host, port, tcp = self._round_tcp_store(info)
         self._round_store = PrefixStore(f"rdzv/{info.run_id}/{info.round}", tcp)
-        self._round_world = info.world_size
         log.info(
             "rdzv: run %s round %d: rank %d of %d, TCPStore at %s:%d",
             info.run_id, info.round, info.rank, info.world_size, host, port,
         )  # fmt: skip
-        return torch_api.RendezvousInfo(
-            self._round_store,
-            info.rank,
-            info.world_size,
-            torch_api.RendezvousStoreInfo(host, port),
-        )
+        if self.use_agent_store:
+            bootstrap = torch_api.RendezvousStoreInfo(host, port)
+        else:  # rank 0 publishes a free port of its host, where its rank-0 worker will host
+            bootstrap = torch_api.RendezvousStoreInfo.build(info.rank, self._round_store, local_addr=host)
+        return torch_api.RendezvousInfo(self._round_store, info.rank, info.world_size, bootstrap)
 
     def is_closed(self) -> bool:
         with translated_errors(self.get_run_id()):
@@ -132,45 +138,42 @@ class RdzvRendezvousHandler(torch_api.RendezvousHandler):
             return self._rdzv.num_nodes_waiting()
 
     def shutdown(self) -> bool:
-        """Close the run, as torch's backends do, leave, and release the stores.
+        """Close the run, as torch's backends do, leave, and release the stores; never blocks on peers.
 
         torchrun calls this when the agent ends by itself (success, or failure
         after its restarts), never when it is killed by a signal: closing tells
         the other agents to stop instead of re-forming without this node. A node
         that hosts a store (the round's TCPStore, or the rdzv store) keeps it up
-        until every member of the round has shut down, or ``close_timeout``.
+        in a thread (see :func:`_host_until_peers_leave`) until the round's other
+        members have shut down or died, at most ``close_timeout``: the process
+        outlives its readers, while ``shutdown`` returns at once, so that members
+        shut down one after another in one process (as torch's tests do) never wait.
         Returns ``False`` (and logs why) if the run could not be closed.
         """
         if self._shut_down:
             return False
         self._shut_down = True
-        closed = True
+        reachable = closed = True
         try:
             self._rdzv.set_closed()
         except errors.RdzvError as exc:
             log.warning("rdzv: could not close run %s on shutdown: %s", self.get_run_id(), exc)
             closed = False
-        self._rdzv.shutdown()  # revokes the lease; the store is ours to close
-        self._depart()
-        self._store.close()
-        self._round_store = self._round_server = None
-        return closed
-
-    def _depart(self) -> None:
-        """Count this node out of the round; a hosting node waits for the whole round."""
-        store = self._round_store
-        if store is None:
-            return
+            reachable = not isinstance(exc, errors.StoreError)
+        self._rdzv.shutdown()  # the store is ours to close
         # A TcpStore that hosts the embedded server says so with `hosted`.
         hosting = self._round_server is not None or getattr(self._store, "hosted", None) is not None
-        try:
-            if store.add(DEPARTED_KEY, 1) >= self._round_world:
-                store.set(ALL_DEPARTED_KEY, "1")
-            if hosting:
-                timeout = timedelta(seconds=self._rdzv.settings.close_timeout)
-                store.wait([ALL_DEPARTED_KEY], timeout)
-        except dist.DistError as exc:
-            log.info("rdzv: not every member of run %s shut down cleanly: %s", self.get_run_id(), exc)
+        if hosting and reachable:
+            threading.Thread(
+                target=_host_until_peers_leave,
+                args=(self._rdzv, self._store, self._round_server),
+                name=f"rdzv-host-{self.get_run_id()}",
+                daemon=False,  # the interpreter waits for it at exit: the host outlives its readers
+            ).start()
+        else:
+            self._store.close()
+        self._round_store = self._round_server = None
+        return closed
 
     def _round_tcp_store(self, info: RendezvousInfo) -> tuple[str, int, TCPStore]:
         """Rank 0 hosts this round's TCPStore and publishes its address; the others read it."""
@@ -217,6 +220,21 @@ class RdzvRendezvousHandler(torch_api.RendezvousHandler):
                     round=info.round,
                 )
             info.store.wait(MASTER_KEY, listing.revision, remaining)
+
+
+def _host_until_peers_leave(rendezvous: Rendezvous, store: Store, round_server: TCPStore | None) -> None:
+    """Keep ``store`` (and this node's round TCPStore, by holding it) up while the round's peers need them."""
+    try:
+        waiting = rendezvous.wait_for_peers_to_leave(rendezvous.settings.close_timeout)
+    except errors.StoreError as exc:
+        waiting = [f"unknown ({exc})"]
+    if waiting:
+        log.info(
+            "rdzv: run %s: stopped hosting after close_timeout with peers still there: %s",
+            rendezvous.run_id, ", ".join(waiting),
+        )  # fmt: skip
+    store.close()
+    del round_server  # torch stops the server with its last reference
 
 
 @contextmanager

@@ -17,6 +17,12 @@ URL options (query parameters or keyword options to ``open_store``):
 ``metrics_port``  a hosting node serves Prometheus metrics on HOST:PORT ``/metrics``
                (``0``: a free port; needs ``rdzv[metrics]``); ignored by nodes that do not host
 
+``tcp://H1:P1,H2:P2,...`` lists candidate hosts in order: when the server of one
+is gone, clients move to the next live one, and a node that can bind it starts
+serving there (see ``candidates.py``). A server that comes back without its
+state (a restart, a failover) is adopted: ``generation`` goes up and the one
+call that spanned the change raises ``StoreStateLostError``.
+
 A ``TcpStore`` is thread-safe: its threads share one connection, their requests
 pipelined. Every error reaches the caller as ``StoreUnavailableError``,
 ``StoreTimeoutError``, ``StoreStateLostError``, ``StoreError`` or
@@ -26,11 +32,13 @@ fails at once: waiting for the store to come back is the caller's retry policy.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -45,11 +53,14 @@ from rdzv.errors import (
 from rdzv.store.base import Capabilities, CasResult, Entry, LeaseInfo, Listing, Store
 from rdzv.store.deadline import current_deadline
 from rdzv.store.tcp.auth import parse_run_token
+from rdzv.store.tcp.candidates import FAILOVER_STEP, PROBE_TIMEOUT, parse_hosts, serving
 from rdzv.store.tcp.connection import Connection, ConnectionLostError, ServerError
 from rdzv.store.tcp.hosting import HostedServer, bind_listener, is_local_address, is_loopback
 from rdzv.store.tcp.metrics import ServerMetrics
 
 __all__ = ["TcpStore"]
+
+log = logging.getLogger("rdzv.store.tcp.client")
 
 OPTIONS = (
     "token", "timeout", "probe", "is_host", "tls", "ca", "tls_cert", "tls_key", "insecure", "metrics_port",
@@ -97,6 +108,10 @@ def _entry(key: str, raw: Any) -> Entry | None:
     return Entry(key, value, version, lease)
 
 
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def server_tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     """A server TLS context from certificate and key files, or ``None`` if neither is given."""
     if not cert and not key:
@@ -130,6 +145,7 @@ class TcpStore(Store):
         tls_cert: str | None = None,
         tls_key: str | None = None,
         insecure: bool = False,
+        fallbacks: Sequence[tuple[str, int]] = (),
         metrics_port: int | None = None,
     ) -> None:
         if is_host not in ("auto", "1", "0"):
@@ -138,8 +154,16 @@ class TcpStore(Store):
             if not value > 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds, got {value}")
         self.probe = probe
-        self.url = f"tcp://{host}:{port}"
+        self._candidates = [(host, port), *fallbacks]
+        self.url = "tcp://" + ",".join(_netloc(h, p) for h, p in self._candidates)
         self.address = (host, port)
+        """The candidate this client talks to (or last talked to)."""
+        self._active = 0
+        self._generation = 0
+        self._lost_at: float | None = None
+        """When the connection was lost (failover hosts take their turns from then on)."""
+        if fallbacks:
+            self.capabilities = replace(TcpStore.capabilities, failover=True)
         self.timeout = timeout
         token = token if token is not None else os.environ.get("RDZV_TOKEN") or None
         self._token = token.encode() if token else None
@@ -157,8 +181,13 @@ class TcpStore(Store):
             raise ConfigurationError(
                 "a per-run token (rdzv token) cannot host a store: it is not a server secret"
             )
-        if is_host == "1" or (is_host == "auto" and port and not run_token and is_local_address(host)):
-            self._host(host, port, is_host == "1", server_tls(tls_cert, tls_key), insecure, metrics_port)
+        self._may_host = is_host != "0" and not run_token
+        self._server_tls = server_tls(tls_cert, tls_key)
+        self._insecure = insecure
+        auto = is_host == "auto" and port and not run_token and is_local_address(host)
+        # A job that failed over to a later candidate keeps it when the first host comes back.
+        if is_host == "1" or (auto and not any(serving(c) for c in fallbacks)):
+            self._host(host, port, is_host == "1", self._server_tls, insecure, metrics_port)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> TcpStore:
@@ -168,7 +197,12 @@ class TcpStore(Store):
         registry; keyword ``options`` override them.
         """
         parts = urlsplit(url)
+        if "," in parts.netloc:
+            hosts = parse_hosts(parts.netloc, url)
+            first = url.replace(parts.netloc, _netloc(*hosts[0]), 1)
+            return cls.from_url(first, **{**options, "fallbacks": hosts[1:]})
         options = {**dict(parse_qsl(parts.query, keep_blank_values=True)), **options}
+        fallbacks = options.pop("fallbacks", ())
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise ConfigurationError(
@@ -192,6 +226,7 @@ class TcpStore(Store):
             tls_cert=options.get("tls_cert") or None,
             tls_key=options.get("tls_key") or None,
             insecure=_flag("insecure", options.get("insecure", False)),
+            fallbacks=fallbacks,
             metrics_port=_port(options.get("metrics_port")),
         )
 
@@ -239,8 +274,16 @@ class TcpStore(Store):
                 metrics.close()
             raise
         if port == 0:  # is_host=1 with port 0: an ephemeral port, now known
-            self.address = (host, self.hosted.address[1])
-            self.url = f"tcp://{host}:{self.address[1]}"
+            self.address = self._candidates[0] = (host, self.hosted.address[1])
+            self.url = "tcp://" + ",".join(_netloc(h, p) for h, p in self._candidates)
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def state_age(self) -> float | None:
+        uptime = self.server_stats().get("uptime")
+        return float(uptime) if isinstance(uptime, (int, float)) else None
 
     # -- the one error edge -------------------------------------------------------
 
@@ -254,8 +297,16 @@ class TcpStore(Store):
         """
         start = time.monotonic()
         deadline, wait_until = self._deadlines(start, wait)
+        generation = self._generation
         while True:
             conn = self._connection(deadline, key)
+            if self._generation != generation:
+                raise StoreStateLostError(
+                    f"{op} on {self.url}: the store server changed (restarted or failed over) "
+                    "and lost its state",
+                    url=self.url,
+                    key=key,
+                )
             if wait:
                 args[-1] = max(wait_until - time.monotonic(), 0.0)
             try:
@@ -297,7 +348,7 @@ class TcpStore(Store):
             if conn is not None:
                 conn.close()
                 self._conn = None
-                if conn.lost is not None and conn.lost.final:
+                if conn.lost is not None and conn.lost.final and len(self._candidates) == 1:
                     raise StoreUnavailableError(f"{self.url}: {conn.lost}", url=self.url) from conn.lost
                 deadline = min(deadline, time.monotonic() + RECONNECT_WINDOW)
             if deadline <= time.monotonic():
@@ -306,43 +357,80 @@ class TcpStore(Store):
             return self._conn
 
     def _connect(self, deadline: float) -> Connection:
+        """Connect to the first candidate that answers, hosting a later one when it is our turn.
+
+        When every candidate refuses (nothing listens), fail at once: waiting for a
+        server to come back is the caller's retry policy, bounded by its deadline.
+        """
         delay = 0.02
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
         while True:
-            remaining = deadline - time.monotonic()
-            try:
-                conn = Connection(
-                    self.address,
-                    token=self._token,
-                    tls=self._client_tls,
-                    timeout=max(remaining, 0.01),
-                    url=self.url,
-                    probe=self.probe,
-                    allow_unauthenticated=self._insecure or is_loopback(self.address[0]),
-                )
-            except ssl.SSLError as exc:
-                raise StoreUnavailableError(f"TLS with {self.url} failed: {exc}", url=self.url) from exc
-            except ConnectionRefusedError as exc:
-                # Nobody listens there: say so now. Callers retry against their own deadline
+            refused = 0
+            for index in range(len(self._candidates)):
+                try:
+                    return self._adopt(self._open(index, deadline), index)
+                except (OSError, ConnectionLostError) as exc:
+                    failure: Exception = exc
+                    refused += isinstance(exc, ConnectionRefusedError)
+                if self._failover_host(index, self._lost_at):
+                    return self._adopt(self._open(index, deadline), index)
+            if refused == len(self._candidates):
+                # Nobody listens: say so now. Callers retry against their own deadline
                 # (a rendezvous does), rather than each call spending its whole timeout here.
                 raise StoreUnavailableError(
                     f"cannot reach the store at {self.url}: connection refused (nothing listens there)",
                     url=self.url,
-                ) from exc
-            except (OSError, ConnectionLostError) as exc:
-                if time.monotonic() + delay >= deadline:
-                    raise StoreUnavailableError(
-                        f"cannot reach the store at {self.url}: {exc}", url=self.url
-                    ) from exc
-                time.sleep(delay)  # backoff between connection attempts, not synchronisation
-                delay = min(delay * 2, 0.5)
-                continue
-            if self._server_id is not None and conn.server_id != self._server_id:
-                conn.close()
-                raise StoreStateLostError(
-                    f"the store server at {self.url} was restarted and its state is lost", url=self.url
-                )
-            self._server_id = conn.server_id
-            return conn
+                ) from failure
+            if time.monotonic() + delay >= deadline:
+                raise StoreUnavailableError(
+                    f"cannot reach the store at {self.url}: {failure}", url=self.url
+                ) from failure
+            time.sleep(delay)  # backoff between connection attempts, not synchronisation
+            delay = min(delay * 2, 0.5)
+
+    def _open(self, index: int, deadline: float) -> Connection:
+        timeout = max(deadline - time.monotonic(), 0.01)
+        if len(self._candidates) > 1:
+            timeout = min(timeout, PROBE_TIMEOUT)
+        address = self._candidates[index]
+        try:
+            return Connection(
+                address,
+                token=self._token,
+                tls=self._client_tls,
+                timeout=timeout,
+                url=self.url,
+                probe=self.probe,
+                allow_unauthenticated=self._insecure or is_loopback(address[0]),
+            )
+        except ssl.SSLError as exc:
+            raise StoreUnavailableError(f"TLS with {self.url} failed: {exc}", url=self.url) from exc
+
+    def _adopt(self, conn: Connection, index: int) -> Connection:
+        if self._server_id is not None and conn.server_id != self._server_id:
+            # A restarted server, or another candidate: it starts empty. Callers
+            # learn it from ``generation`` (and the call that spanned it fails).
+            self._generation += 1
+            host, port = self._candidates[index]
+            log.warning("rdzv: the store at %s:%d is a new server; its state is rebuilt", host, port)
+        self._server_id, self._lost_at = conn.server_id, None
+        self._active, self.address = index, self._candidates[index]
+        return conn
+
+    def _failover_host(self, index: int, lost_at: float) -> bool:
+        """Serve candidate ``index`` if this node can bind it and nearer ones had their turn."""
+        if not self._may_host or self.hosted is not None or self._server_id is None:
+            return False
+        if index <= self._active or time.monotonic() - lost_at < FAILOVER_STEP * (index - self._active - 1):
+            return False
+        host, port = self._candidates[index]
+        if not is_local_address(host):
+            return False
+        self._host(host, port, False, self._server_tls, self._insecure, None)  # metrics: first host only
+        if self.hosted is not None:
+            log.warning("rdzv: the store moved to %s:%d, served by this node", host, port)
+        return self.hosted is not None
 
     # -- Store ----------------------------------------------------------------
 

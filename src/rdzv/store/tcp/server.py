@@ -112,6 +112,7 @@ class StoreServer:
         self._lease_scope: dict[int, str] = {}
         """The run that granted each lease granted under a run token."""
         self._clock = clock
+        self._started = clock()
         self._server: asyncio.AbstractServer | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._expiry_at = 0.0
@@ -281,6 +282,7 @@ class StoreServer:
         rate = self._rate if elapsed < 2.0 else (self.ops_total - count) / elapsed
         return {
             "server_id": self.server_id,
+            "uptime": round(self._clock() - self._started, 3),
             "connections": len(self.sessions),
             "unauthenticated": len(self.admission),
             "keys": len(self.keys),
