@@ -22,7 +22,6 @@ comparable across processes on one machine.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -43,9 +42,6 @@ __all__ = ["WorkerSpec", "run_worker"]
 
 STACK_SIZE = 512 * 1024
 """Thread stack size: thousands of node threads fit in little memory."""
-WORKER_NICE = 10
-"""Worker processes run niced: on one machine the store server (its own host in a deployment)
-must not be starved by a thousand runnable node threads; every system measured gets the same."""
 SWITCH_INTERVAL = 0.05
 """GIL switch interval of a worker (CPython's default is 5 ms). Each thread waiting for the GIL
 wakes once per interval; with a thousand node threads in one process those futile wake-ups
@@ -236,8 +232,6 @@ def run_worker(conn: Connection, spec: WorkerSpec) -> None:
     logging.getLogger("rdzv").setLevel(logging.ERROR)  # a cut-off node's heartbeat complains
     threading.stack_size(STACK_SIZE)
     if not spec.in_process:
-        with contextlib.suppress(OSError):
-            os.nice(WORKER_NICE)
         sys.setswitchinterval(SWITCH_INTERVAL)
     nodes, close = _make_nodes(spec)
     phases = _Phases(len(nodes), sum(n.doomed for n in nodes))
