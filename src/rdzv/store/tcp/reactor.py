@@ -59,10 +59,6 @@ class Reactor:
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._selector.unregister(sock)
 
-    def watched(self) -> int:
-        """Sockets watched now."""
-        return len(self._selector.get_map())
-
     def _run(self) -> None:
         while True:
             events = self._selector.select()
