@@ -137,8 +137,15 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
 
 
-def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
-    """Latency against N, log-log, rdzv and (where measured) torch c10d."""
+def plot(
+    rows: Sequence[dict[str, Any]],
+    path: Path,
+    title: str,
+    *,
+    label: str = "rdzv",
+    others: Sequence[tuple[str, Sequence[dict[str, Any]]]] = (),
+) -> None:
+    """Latency against N, log-log: rdzv (``label``), other rdzv runs, and torch c10d where measured."""
     try:
         import matplotlib
 
@@ -153,9 +160,15 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
         for r in rows
         if r.get("torch") and r["torch"]["latency_s"]["median"] is not None
     ]
-    for points, label, marker in ((ours, "rdzv", "o"), (theirs, "torch c10d", "s")):
+    series = [(ours, label, "o")]
+    for name, other in others:
+        series.append(
+            ([(r["n"], r["latency_s"]["median"]) for r in other if r["latency_s"]["median"]], name, "^")
+        )
+    series.append((theirs, "torch c10d", "s"))
+    for points, name, marker in series:
         if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=label)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=name)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("nodes (min = max = N)")
