@@ -16,45 +16,12 @@ import json
 import os
 import sys
 import time
-from typing import Any
-
-from hypothesis import HealthCheck, given, seed, settings
 
 from rdzv.store.tcp.client import TcpStore
 from rdzv.testing import fuzz
 from rdzv.testing.servers import serve_process
 
 TOKEN = "fuzz-benchmark-token"
-
-
-def memory_mib(pid: int, field: str) -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} for process {pid}")
-
-
-def fuzz_for(port: int, examples: int, seconds: float, seed_value: int) -> int:
-    played = 0
-    stop_at = time.monotonic() + seconds
-
-    @seed(seed_value)
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(fuzz.attacks)
-    def attack(example: tuple[str, Any]) -> None:
-        nonlocal played
-        if time.monotonic() < stop_at:
-            fuzz.play(port, TOKEN.encode(), example, source=fuzz.fresh_source())
-            played += 1
-
-    attack()
-    return played
 
 
 def main() -> None:
@@ -70,16 +37,18 @@ def main() -> None:
         honest = fuzz.HonestClient(TcpStore.from_url(server.url))
         honest.start()
         fuzz.play(server.port, TOKEN.encode(), ("request", [1, "ping", []]))
-        before = memory_mib(server.process.pid, "VmRSS")
+        before = fuzz.memory_mib(server.process.pid)
         started = time.monotonic()
-        played = fuzz_for(server.port, args.examples, args.seconds, args.seed)
+        played = fuzz.play_for(
+            server.port, TOKEN.encode(), examples=args.examples, seconds=args.seconds, seed=args.seed
+        )
         elapsed = time.monotonic() - started
         honest.stop()
         for entry in admin.list("").entries:
             admin.delete(entry.key)
         stats = admin.server_stats()
-        after = memory_mib(server.process.pid, "VmRSS")
-        peak = memory_mib(server.process.pid, "VmHWM")
+        after = fuzz.memory_mib(server.process.pid)
+        peak = fuzz.memory_mib(server.process.pid, "VmHWM")
         honest.store.close()
         admin.close()
         tracebacks = server.log_text().count("Traceback")

@@ -113,7 +113,10 @@ def test_with_the_store_host_killed_next_rendezvous_gives_up_within_join_timeout
     try:
         wait_for_port("127.0.0.1", port, PATIENCE)
         url = f"tcp://127.0.0.1:{port}?is_host=0"  # 30 s per operation, as by default
-        nodes = [Rendezvous(url, "job", 3, 3, addr="127.0.0.1", join_timeout=join_timeout) for _ in range(2)]
+        nodes = [
+            Rendezvous(url, "job", 3, 3, addr="127.0.0.1", join_timeout=join_timeout, heartbeat_interval=0.5)
+            for _ in range(2)
+        ]
         with ThreadPoolExecutor(2) as pool:
             assert [i.world_size for i in pool.map(lambda n: n.next_rendezvous(), nodes)] == [3, 3]
         host.next("round")

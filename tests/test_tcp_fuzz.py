@@ -8,11 +8,6 @@ A longer run: ``benchmarks/fuzz_tcp.py``.
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-from hypothesis import HealthCheck, given, settings
-
 from rdzv.store.tcp.client import TcpStore
 from rdzv.testing import fuzz
 from rdzv.testing.servers import serve_process
@@ -23,14 +18,6 @@ TIME_BUDGET = 20.0
 """Seconds of fuzzing at most (a loaded machine plays fewer examples)."""
 
 
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_fuzzed_frames_never_crash_leak_or_disturb_an_honest_client() -> None:
     with serve_process(token=TOKEN, args=["--log-level", "warning"]) as server:
         admin = TcpStore.from_url(server.url)
@@ -39,13 +26,13 @@ def test_fuzzed_frames_never_crash_leak_or_disturb_an_honest_client() -> None:
         try:
             for attack in [("request", [1, "ping", []]), ("deep", 10), ("pre_auth_bytes", b"x")]:
                 fuzz.play(server.port, TOKEN.encode(), attack, source=fuzz.fresh_source())  # warm up
-            before = rss_mib(server.process.pid)
-            played = _fuzz(server.port, time.monotonic() + TIME_BUDGET)
+            before = fuzz.memory_mib(server.process.pid)
+            played = fuzz.play_for(server.port, TOKEN.encode(), examples=EXAMPLES, seconds=TIME_BUDGET)
             honest.stop()
             for entry in admin.list("").entries:  # what fuzzed puts stored is not a leak
                 admin.delete(entry.key)
             stats = admin.server_stats()
-            after = rss_mib(server.process.pid)
+            after = fuzz.memory_mib(server.process.pid)
         finally:
             honest.stop()
             honest.store.close()
@@ -58,23 +45,3 @@ def test_fuzzed_frames_never_crash_leak_or_disturb_an_honest_client() -> None:
     assert "Traceback" not in log
     assert stats["internal_errors"] == 0
     assert after - before < 8
-
-
-def _fuzz(port: int, stop_at: float) -> int:
-    played = 0
-
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-    @given(fuzz.attacks)
-    def attack(example: tuple[str, Any]) -> None:
-        nonlocal played
-        if time.monotonic() < stop_at:
-            fuzz.play(port, TOKEN.encode(), example, source=fuzz.fresh_source())
-            played += 1
-
-    attack()
-    return played

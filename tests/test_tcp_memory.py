@@ -10,6 +10,7 @@ import pytest
 
 from rdzv.store.tcp import protocol as p
 from rdzv.store.tcp.client import TcpStore
+from rdzv.testing.fuzz import memory_mib
 from rdzv.testing.servers import ServerProcess, serve_process
 from rdzv.testing.wire import WireClient
 
@@ -21,15 +22,6 @@ MiB = 1024 * 1024
 def server() -> Iterator[ServerProcess]:
     with serve_process(token=TOKEN, args=["--frame-timeout", "1"]) as running:
         yield running
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of a live process in MiB, from ``/proc`` (Linux)."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def _stat_becomes(store: TcpStore, name: str, wanted: int, within: float = 5.0) -> int:
@@ -44,7 +36,7 @@ def test_closing_connections_with_pending_waits_frees_waiters_and_buffers_at_onc
 ) -> None:
     stats = TcpStore.from_url(server.url)
     try:
-        before = rss_mib(server.process.pid)
+        before = memory_mib(server.process.pid)
         clients = []
         for _ in range(20):
             raw = WireClient(server.port)
@@ -53,14 +45,14 @@ def test_closing_connections_with_pending_waits_frees_waiters_and_buffers_at_onc
             raw.send_raw(p.HEADER.pack(3 * MiB) + b"\0" * (2 * MiB))  # and 2 MiB of a frame left hanging
             clients.append(raw)
         assert _stat_becomes(stats, "waiters", 20) == 20
-        grown = rss_mib(server.process.pid)
+        grown = memory_mib(server.process.pid)
         for raw in clients:
             raw.close()
         started = time.monotonic()
         assert _stat_becomes(stats, "waiters", 0) == 0
         assert _stat_becomes(stats, "connections", 1) == 1
         freed_in = time.monotonic() - started
-        after = rss_mib(server.process.pid)
+        after = memory_mib(server.process.pid)
     finally:
         stats.close()
     print(f"RSS {before:.1f} -> {grown:.1f} (20 pending waits + 40 MiB half frames) -> {after:.1f} MiB")
@@ -90,13 +82,13 @@ def test_a_silent_connection_is_closed_before_authentication(server: ServerProce
 def test_a_client_that_never_reads_its_replies_cannot_grow_the_server(server: ServerProcess) -> None:
     with TcpStore.from_url(server.url) as store:
         store.put("big", b"\1" * MiB)
-        before = rss_mib(server.process.pid)
+        before = memory_mib(server.process.pid)
         with WireClient(server.port) as raw:
             assert raw.handshake(TOKEN.encode())["ok"]
             raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
             for i in range(1, 2001):  # 2 GiB of replies, pipelined, never read
                 raw.send([i, "get", ["big"]])
             assert store.get("big") is not None  # the server still serves others
-            during = rss_mib(server.process.pid)
+            during = memory_mib(server.process.pid)
     print(f"RSS {before:.1f} -> {during:.1f} MiB with 2,000 unread 1 MiB replies")
     assert during - before < 40

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from types import TracebackType
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from rdzv.core.plan import counts_as_waiting
 from rdzv.core.records import RoundDoc, RoundState, decode_members, decode_round_doc, encode
@@ -213,6 +213,8 @@ class Rendezvous:
         )
         self._recovery = Recovery(self._store, self.node_id, self._heartbeat.ensure, self.settings.lease_ttl)
         self._placement_epoch = 0
+        self._outage_since: float | None = None
+        """When ``wait_for_change`` first found the store failing (``None``: it answers)."""
         self._placement: Placement | None = None
         self._left_behind: str | None = None
         self._closed_down = False
@@ -257,6 +259,8 @@ class Rendezvous:
             self._placement,
             renew=self._heartbeat.beat,
         )
+        store_trouble: Exception | None = None
+        reached = False  # the store answered a step during this call
         while True:
             now = self._clock()
             # Past the deadline, one last look (the round may just have completed), then give up.
@@ -266,32 +270,42 @@ class Rendezvous:
                 step = partial(joiner.step, now)
                 outcome = self._retry.run(step, deadline=step_until, what="a rendezvous step")
             except StoreStateLostError:
-                if now >= deadline:
-                    raise
+                if now >= deadline or self._store.generation == generation:
+                    raise  # no new store to re-assert on: waiting cannot clear it
                 continue  # the store came back empty: the next step re-asserts and re-enters the lobby
+            except TRANSIENT as exc:
+                if not reached:
+                    raise  # the store never answered: its error says what is wrong
+                self._give_up(joiner, exc)  # past the deadline (the retry gave up): the round did not form
+            reached = True
             if isinstance(outcome, Placement):
                 self._placed(outcome, joiner)
                 return RendezvousInfo(self._store, outcome, self.run_id)
             if now >= deadline:
-                waiting_for = joiner.waiting_round  # read first: leaving the lobby forgets it
-                self._retry.run(
-                    joiner.leave_lobby, deadline=self._clock() + LAST_LOOK, what="leaving the lobby"
-                )
-                why = f"; {joiner.held_back}" if joiner.held_back else ""
-                raise RendezvousTimeoutError(
-                    f"rendezvous {self.run_id!r} did not complete within {self.settings.join_timeout} s "
-                    f"(node {self.node_id} waiting for round {waiting_for}{why})",
-                    run_id=self.run_id,
-                    round=waiting_for,
-                )
+                self._give_up(joiner, store_trouble)
             if self._store.generation != generation:
                 continue  # what the step read is from a store that has since lost its state
             until = deadline if outcome.until is None else min(outcome.until, deadline)
             watch = partial(self._store.wait, outcome.key, outcome.since, max(until - now, 0.0))
-            # A lost state is re-asserted by the next step; a transient error escapes the retry
-            # only at the deadline, where the next step takes its last look and gives up.
-            with contextlib.suppress(StoreStateLostError, *TRANSIENT):
+            try:
                 self._retry.run(watch, deadline=deadline, what="waiting for the round")
+            except StoreStateLostError:
+                pass  # re-asserted by the next step
+            except TRANSIENT as exc:
+                store_trouble = exc  # escapes the retry only at the deadline: the next step looks last
+
+    def _give_up(self, joiner: Joiner, store_trouble: Exception | None) -> NoReturn:
+        waiting_for = joiner.waiting_round  # read first: leaving the lobby forgets it
+        with contextlib.suppress(*TRANSIENT):  # best effort: the lobby key ends with the lease anyway
+            self._retry.run(joiner.leave_lobby, deadline=self._clock() + LAST_LOOK, what="leaving the lobby")
+        why = f"; {joiner.held_back}" if joiner.held_back else ""
+        trouble = f"; the store: {store_trouble}" if store_trouble is not None else ""
+        raise RendezvousTimeoutError(
+            f"rendezvous {self.run_id!r} did not complete within {self.settings.join_timeout} s "
+            f"(node {self.node_id} waiting for round {waiting_for}{why}){trouble}",
+            run_id=self.run_id,
+            round=waiting_for,
+        ) from store_trouble
 
     def _placed(self, placement: Placement, joiner: Joiner) -> None:
         self._placement = placement
@@ -372,6 +386,7 @@ class Rendezvous:
 
     def _watch_round(self, placement: Placement, deadline: float) -> str | None:
         since, epoch, verify = placement.revision, self._placement_epoch, False
+        self._outage_since = None
         while True:
             if self._recovery.needed():
                 self._patiently(partial(self._reassert, placement), deadline)
@@ -462,16 +477,25 @@ class Rendezvous:
         return None
 
     def _watch(self, prefix: str, since: int, until: float) -> int | None:
-        """``store.wait`` until ``until``; ``-1`` when the store lost its state or failed (look again)."""
+        """``store.wait`` until ``until``; ``-1`` when the store lost its state or failed (look again).
+
+        A store that fails is given one lease ttl to come back (a restart, a failover: the
+        members then re-assert the round); past that, or past ``until``, its error is raised.
+        """
         try:
-            return self._store.wait(prefix, since, max(until - self._clock(), 0.0))
+            revision = self._store.wait(prefix, since, max(until - self._clock(), 0.0))
         except StoreStateLostError:
             return -1
         except TRANSIENT:
-            if self._clock() >= until:
+            now = self._clock()
+            if self._outage_since is None:
+                self._outage_since = now
+            if now >= until or now - self._outage_since >= self.settings.lease_ttl:
                 raise
             time.sleep(RETRY_PAUSE)  # the store is failing over or restarting: not synchronisation
             return -1
+        self._outage_since = None
+        return revision
 
     def _patiently(self, action: Callable[[], T], deadline: float | None = None) -> T:
         """Run a store action, retrying transient errors and a lost state until ``deadline``

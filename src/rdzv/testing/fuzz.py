@@ -17,8 +17,11 @@ from __future__ import annotations
 import itertools
 import socket
 import threading
+import time
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import seed as with_seed
 from hypothesis import strategies as st
 
 from rdzv.store.base import Store
@@ -158,6 +161,32 @@ def play(port: int, token: bytes, attack: tuple[str, Any], *, source: str | None
         else:  # a message, or a (broken) handshake
             raw.send(payload)
         return _until_closed(raw)
+
+
+def play_for(port: int, token: bytes, *, examples: int, seconds: float, seed: int | None = None) -> int:
+    """Play up to ``examples`` generated attacks for at most ``seconds``; return how many were played."""
+    played = 0
+    stop_at = time.monotonic() + seconds
+
+    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(attacks)
+    def attack(example: tuple[str, Any]) -> None:
+        nonlocal played
+        if time.monotonic() < stop_at:
+            play(port, token, example, source=fresh_source())
+            played += 1
+
+    (attack if seed is None else with_seed(seed)(attack))()
+    return played
+
+
+def memory_mib(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of a live process in MiB, from ``/proc/PID/status`` (Linux)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} for process {pid}")
 
 
 class HonestClient(threading.Thread):

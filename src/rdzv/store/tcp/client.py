@@ -282,7 +282,8 @@ class TcpStore(Store):
         return self._generation
 
     def state_age(self) -> float | None:
-        uptime = self.server_stats().get("uptime")
+        # ``ping`` answers the server's uptime to any client, a per-run token's too (``stats`` would not).
+        uptime = self._call("ping", [])
         return float(uptime) if isinstance(uptime, (int, float)) else None
 
     # -- the one error edge -------------------------------------------------------

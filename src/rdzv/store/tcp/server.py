@@ -139,7 +139,7 @@ class StoreServer:
             "revoke": self._revoke,
             "lease_info": self._lease_info,
             "stats": lambda s, i, a: self.stats(),
-            "ping": lambda s, i, a: None,
+            "ping": lambda s, i, a: self.uptime(),
         }
 
     @property
@@ -276,13 +276,17 @@ class StoreServer:
             self._rate = (self.ops_total - count) / (now - start)
             self._window = (now, self.ops_total)
 
+    def uptime(self) -> float:
+        """Seconds this server (and so its state) has existed; ``ping`` answers it to any client."""
+        return round(self._clock() - self._started, 3)
+
     def stats(self) -> dict[str, Any]:
         start, count = self._window
         elapsed = self._clock() - start
         rate = self._rate if elapsed < 2.0 else (self.ops_total - count) / elapsed
         return {
             "server_id": self.server_id,
-            "uptime": round(self._clock() - self._started, 3),
+            "uptime": self.uptime(),
             "connections": len(self.sessions),
             "unauthenticated": len(self.admission),
             "keys": len(self.keys),
