@@ -36,7 +36,15 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def form_round(urls: list[str], run_id: str) -> list[Rendezvous]:
     nodes = [
-        Rendezvous(url, run_id, len(urls), len(urls), node_id=f"node{i}", addr=f"127.0.0.1:{9000 + i}")
+        Rendezvous(  # a short heartbeat: a fresh server holds a first round back one interval
+            url,
+            run_id,
+            len(urls),
+            len(urls),
+            node_id=f"node{i}",
+            addr=f"127.0.0.1:{9000 + i}",
+            heartbeat_interval=0.5,
+        )
         for i, url in enumerate(urls)
     ]
     with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
@@ -106,12 +114,19 @@ def test_hosting_node_serves_metrics_with_run_figures_from_the_url_option() -> N
         2,
         node_id="host",
         addr="127.0.0.1:9100",
+        heartbeat_interval=0.5,
     )
     store = host.store
     assert isinstance(store, TcpStore)
     assert store.metrics_address is not None
     other = Rendezvous(
-        f"{store.url}?is_host=0&token=hosted", "hosted-run", 2, 2, node_id="other", addr="127.0.0.1:9101"
+        f"{store.url}?is_host=0&token=hosted",
+        "hosted-run",
+        2,
+        2,
+        node_id="other",
+        addr="127.0.0.1:9101",
+        heartbeat_interval=0.5,
     )
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:

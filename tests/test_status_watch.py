@@ -30,7 +30,15 @@ from rich.console import Console  # after the skip: rich is an optional extra
 
 def form(url: str, run_id: str, count: int) -> list[Rendezvous]:
     nodes = [
-        Rendezvous(url, run_id, count, count, node_id=f"node{i}", addr=f"127.0.0.{i + 1}:900{i}")
+        Rendezvous(  # a short heartbeat: a fresh server holds a first round back one interval
+            url,
+            run_id,
+            count,
+            count,
+            node_id=f"node{i}",
+            addr=f"127.0.0.{i + 1}:900{i}",
+            heartbeat_interval=0.5,
+        )
         for i in range(count)
     ]
     with concurrent.futures.ThreadPoolExecutor(count) as pool:
