@@ -19,10 +19,10 @@ $(BASE_STAMP): pyproject.toml
 	$(PIP) install -q -e .
 	touch $(BASE_STAMP)
 
-# Everything the checks need: torch (CPU, pinned), the test, etcd and fast extras.
+# Everything the checks need: torch (CPU, pinned), the test, etcd, fast, metrics and watch extras.
 $(STAMP): $(BASE_STAMP)
 	$(PIP) install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
-	$(PIP) install -q -e ".[test,etcd,fast]"
+	$(PIP) install -q -e ".[test,etcd,fast,metrics,watch]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -14,10 +14,13 @@ from rdzv.errors import StoreUnavailableError
 from rdzv.store.memory import MemoryStore
 
 
-@pytest.mark.parametrize("store", ["memory", "tcp"])
-def test_bench_smoke_run_completes_and_writes_json(store: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("store", "connections"), [("memory", "per-node"), ("tcp", "per-node"), ("tcp", "shared")]
+)
+def test_bench_smoke_run_completes_and_writes_json(store: str, connections: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     command = [sys.executable, "-m", "rdzv", "bench", "--store", store, "--nodes", "4,8", "--repeat", "1"]
+    command += ["--connections", connections]
     command += ["--json", str(out), "--steady-seconds", "0.3", "--heartbeat-interval", "0.3"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=100, check=False)
     assert result.returncode == 0, result.stderr
@@ -28,7 +31,10 @@ def test_bench_smoke_run_completes_and_writes_json(store: str, tmp_path: Path) -
         assert row["latency_s"]["median"] is not None
         assert row["detect_s"]["median"] is not None
         assert row["rejoin_s"]["median"] is not None
-    assert "ms med" in result.stdout
+        if store == "tcp":  # the serving process is measured: connect and handshake cost CPU
+            assert row["server_cpu_ms_per_node"] > 0
+    assert document["config"]["connections"] == connections
+    assert "srv CPU ms/node" in result.stdout
 
 
 def test_counting_store_tallies_operations_and_payload_bytes() -> None:

@@ -257,6 +257,11 @@ def test_threads_are_not_left_running(cluster: Callable[..., Cluster]) -> None:
     results(c.join("a", "b"))
     c.shutdown()
     assert not [t for t in threading.enumerate() if t.name.startswith("rdzv-heartbeat") and t.is_alive()]
+    for name in ("a", "b"):  # beats run on the process's scheduler: each node's task has ended
+        beats = c.node(name)._heartbeat._beats
+        assert beats is not None
+        assert beats.cancelled
+        assert beats.cancel()  # no beat in progress
 
 
 def test_split_brain_guard_setting_reads_on_off_and_names_a_bad_value() -> None:

@@ -97,10 +97,10 @@ def test_4096_waiters_on_one_prefix_are_all_woken_by_one_put(server: ServerProce
     try:
         pending = [conn.send("wait", ["round/", since, 60])[1] for _ in range(4096)]
         _, ping = conn.send("ping", [])  # a connection's requests are handled in order
-        assert ping.wait(20)
+        assert conn.await_reply(ping, time.monotonic() + 20)
         assert store.server_stats()["waiters"] == 4096
         revision = store.put("round/doc", b"1")
-        assert all(p.wait(20) for p in pending)
+        assert all(conn.await_reply(p, time.monotonic() + 20) for p in pending)
         assert {p.result for p in pending} == {revision}
         assert store.server_stats()["waiters"] == 0
     finally:

@@ -1,7 +1,9 @@
 """One benchmark run: N simulated nodes in W worker processes against one fresh store.
 
-Nodes are threads: each worker process holds N/W of them, all sharing that
-worker's single store client (for tcp, one pipelined connection). The harness
+Nodes are threads: each worker process holds N/W of them. Each node has its
+own store client (``connections="per-node"``: it connects and authenticates
+after the release, as a node that starts does), or the nodes of a worker share
+one client connected beforehand (``"shared"``). The harness
 drives the phases over pipes and takes every time from ``time.monotonic()``,
 which is one clock for all processes of this machine:
 
@@ -33,7 +35,11 @@ from rdzv.bench.worker import WorkerSpec, peak_rss_mib, run_worker
 from rdzv.errors import RdzvError
 from rdzv.rendezvous.recovery import REASSERT_MARGIN
 
-__all__ = ["BenchConfig", "run_rdzv", "run_torch"]
+__all__ = ["CONNECTIONS", "BenchConfig", "run_rdzv", "run_torch"]
+
+CONNECTIONS = ("per-node", "shared")
+HOLD_SLACK = 0.05
+"""Seconds past a young server's first-round hold before the release (clock reads differ)."""
 
 _SPAWN = multiprocessing.get_context("spawn")
 
@@ -47,6 +53,8 @@ class BenchConfig:
     join_timeout: float = 60.0
     torch_timeout: float = 30.0
     steady_seconds: float = 4.0
+    connections: str = "per-node"
+    """``per-node`` (a store client per node) or ``shared`` (one per worker process)."""
 
     @property
     def lease_ttl(self) -> float:
@@ -136,7 +144,7 @@ def _specs(system: str, host: StoreHost, n: int, cfg: BenchConfig, victim: bool)
         groups.append((n - 1,))
     return [
         WorkerSpec(system, host.url, run_id, group, n, cfg.heartbeat_interval, cfg.heartbeat_misses,
-                   timeout, doomed)
+                   timeout, doomed, cfg.connections, host.in_process)
         for group in groups
     ]  # fmt: skip
 
@@ -150,8 +158,8 @@ def _start(specs: list[WorkerSpec], in_process: bool) -> list[_Worker]:
 
 def run_rdzv(n: int, cfg: BenchConfig) -> dict[str, Any]:
     """Every figure of one rdzv run with ``n`` nodes."""
-    started = time.monotonic()
-    host = start_store(cfg.store)
+    host = start_store(cfg.store, n)
+    started = time.monotonic()  # the server counts its age from its own start, before this
     workers: list[_Worker] = []
     result: dict[str, Any] = {"n": n}
     try:
@@ -159,7 +167,7 @@ def run_rdzv(n: int, cfg: BenchConfig) -> dict[str, Any]:
         # A tcp server younger than one heartbeat interval (+ a margin) holds back a run's first
         # round, for members of a round it may have lost to re-assert it (rendezvous/recovery.py).
         # A job pays that once at its start; the benchmark measures the rendezvous itself.
-        young = started + cfg.heartbeat_interval + REASSERT_MARGIN - time.monotonic()
+        young = started + cfg.heartbeat_interval + REASSERT_MARGIN + HOLD_SLACK - time.monotonic()
         if cfg.store == "tcp" and young > 0:
             time.sleep(young)
         _phases(workers, host, n, cfg, result)
@@ -178,6 +186,7 @@ def _phases(workers: list[_Worker], host: StoreHost, n: int, cfg: BenchConfig, o
     joined = _merge(_ask(workers, "go", 1, cfg.join_timeout + 10))
     after = host.cpu_seconds()
     out["server_cpu_s"] = None if after is None or server_cpu is None else after - server_cpu
+    out["server_cpu_ms_per_node"] = None if out["server_cpu_s"] is None else out["server_cpu_s"] * 1000 / n
     out["worker_cpu_s"] = sum(joined["cpu_s"])  # all node threads of all workers
     out["latency_s"] = _elapsed(joined, start)
     out["errors"] = joined["errors"]

@@ -67,6 +67,7 @@ def summarize(n: int, ours: Sequence[dict[str, Any]], theirs: Sequence[dict[str,
         "heartbeat_bytes_per_node_s",
         "heartbeat_bytes_per_node_interval",
         "detect_bound_s",
+        "server_cpu_ms_per_node",
     ):
         summary[key] = _median(ours, key)
     summary["server_peak_mib"] = _max(ours, "server_peak_mib")
@@ -104,7 +105,7 @@ def _torch_cells(row: dict[str, Any]) -> list[str]:
 
 
 HEADER = (
-    "N", "ms med", "ms max", "torch ms", "torch/rdzv", "ops/node", "B/node", "B/node max",
+    "N", "ms med", "ms max", "torch ms", "torch/rdzv", "srv CPU ms/node", "ops/node", "B/node", "B/node max",
     "hb B/node/int", "hb ops/node/s", "detect ms", "bound ms", "rejoin ms", "server MiB", "worker MiB",
 )  # fmt: skip
 
@@ -119,6 +120,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
                 _ms(row["latency_s"]["median"]),
                 _ms(row["latency_s"]["max"]),
                 *_torch_cells(row),
+                _num(row.get("server_cpu_ms_per_node"), 3),
                 _num(row["ops_per_node"], 1),
                 _num(row["bytes_per_node"]),
                 _num(row["bytes_per_node_max"]),
@@ -135,8 +137,15 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
 
 
-def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
-    """Latency against N, log-log, rdzv and (where measured) torch c10d."""
+def plot(
+    rows: Sequence[dict[str, Any]],
+    path: Path,
+    title: str,
+    *,
+    label: str = "rdzv",
+    others: Sequence[tuple[str, Sequence[dict[str, Any]]]] = (),
+) -> None:
+    """Latency against N, log-log: rdzv (``label``), other rdzv runs, and torch c10d where measured."""
     try:
         import matplotlib
 
@@ -151,9 +160,15 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
         for r in rows
         if r.get("torch") and r["torch"]["latency_s"]["median"] is not None
     ]
-    for points, label, marker in ((ours, "rdzv", "o"), (theirs, "torch c10d", "s")):
+    series = [(ours, label, "o")]
+    for name, other in others:
+        series.append(
+            ([(r["n"], r["latency_s"]["median"]) for r in other if r["latency_s"]["median"]], name, "^")
+        )
+    series.append((theirs, "torch c10d", "s"))
+    for points, name, marker in series:
         if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=label)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=name)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("nodes (min = max = N)")

@@ -62,7 +62,17 @@ def peak_rss_of(pid: int) -> float | None:
 
 
 def cpu_seconds_of(pid: int) -> float | None:
-    """User plus system CPU time a live process has used so far, from ``/proc`` (Linux)."""
+    """CPU time a live process has used so far: the nanosecond run time of its threads from
+    ``/proc/PID/task/*/schedstat`` (Linux), else user plus system time in clock ticks."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        total = 0
+        for task in tasks:
+            with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as schedstat:
+                total += int(schedstat.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
@@ -71,12 +81,21 @@ def cpu_seconds_of(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_store(kind: str) -> StoreHost:
-    """A fresh, empty store of ``kind`` (one of :data:`STORES`)."""
+def start_store(kind: str, nodes: int = 0) -> StoreHost:
+    """A fresh, empty store of ``kind`` (one of :data:`STORES`) for ``nodes`` nodes.
+
+    The tcp server's handshake budgets are raised to ``nodes``: every simulated
+    node connects from 127.0.0.1 at the same moment, where deployed nodes come
+    from as many addresses (the per-address cap is meant for a flood from one).
+    """
     if kind == "tcp":
         from rdzv.testing.servers import start_server
 
-        server = start_server(token=secrets.token_hex(16), args=["--log-level", "warning"])
+        budget = str(max(nodes + 16, 256))
+        args = ["--log-level", "warning", "--max-unauthenticated", budget]
+        server = start_server(
+            token=secrets.token_hex(16), args=[*args, "--max-unauthenticated-per-peer", budget]
+        )
         return StoreHost(kind, server.url, server.process.pid, lambda: _stop_server(server.stop))
     if kind == "etcd":
         from rdzv.testing.etcd import EtcdCluster  # needs httpx (the etcd extra) and an etcd binary

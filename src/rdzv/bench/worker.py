@@ -1,4 +1,10 @@
-"""One benchmark worker: many simulated nodes, one thread each, sharing one store client.
+"""One benchmark worker: many simulated nodes, one thread each.
+
+With ``connections="per-node"`` (the default of ``rdzv bench``) every node opens
+its own store from the URL, as a deployed node does; its client connects and
+authenticates (the token handshake) on its first call, after the release. With
+``"shared"`` the nodes of a worker share one client that connected before the
+release.
 
 The harness talks to a worker over a pipe, one command at a time::
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +42,10 @@ __all__ = ["WorkerSpec", "run_worker"]
 
 STACK_SIZE = 512 * 1024
 """Thread stack size: thousands of node threads fit in little memory."""
+SWITCH_INTERVAL = 0.05
+"""GIL switch interval of a worker (CPython's default is 5 ms). Each thread waiting for the GIL
+wakes once per interval; with a thousand node threads in one process those futile wake-ups
+take the machine's CPU, where one node per process (a deployment) has none."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,10 @@ class WorkerSpec:
     join_timeout: float
     doomed: tuple[int, ...] = ()
     """Nodes that will be cut off or killed: they take no part in phases 2 and 3."""
+    connections: str = "per-node"
+    """``per-node``: a store client per node; ``shared``: one per worker process."""
+    in_process: bool = False
+    """Runs as a thread of the harness (memory store): leave the process's settings alone."""
 
 
 @dataclass
@@ -124,8 +139,11 @@ def _node_main(node: _Node, phases: _Phases, system: str) -> None:
     phases.finish(3)
 
 
-def _rdzv_node(spec: WorkerSpec, shared: Store, index: int) -> _Node:
-    store = CountingStore(shared)
+def _rdzv_node(spec: WorkerSpec, shared: Store | None, index: int) -> _Node:
+    own = open_store(spec.url) if shared is None else None  # tcp connects on its first call
+    client = own if own is not None else shared
+    assert client is not None
+    store = CountingStore(client)
     rdzv = Rendezvous(
         store,
         spec.run_id,
@@ -148,8 +166,13 @@ def _rdzv_node(spec: WorkerSpec, shared: Store, index: int) -> _Node:
         rdzv.settings = replace(rdzv.settings, min_nodes=survivors, max_nodes=survivors)
         return rdzv.next_rendezvous()
 
+    def stop() -> None:
+        rdzv.shutdown()
+        if own is not None:
+            own.close()
+
     return _Node(
-        index, rdzv.next_rendezvous, watch, rejoin, store, index in spec.doomed, rdzv.shutdown,
+        index, rdzv.next_rendezvous, watch, rejoin, store, index in spec.doomed, stop,
         lambda: rdzv.last_recovery,
     )  # fmt: skip
 
@@ -162,8 +185,10 @@ def _make_nodes(spec: WorkerSpec) -> tuple[list[_Node], Callable[[], None]]:
         return [
             _Node(i, join, _none, _none, None, False) for i, join in zip(spec.nodes, joins, strict=True)
         ], close
+    if spec.connections == "per-node":
+        return [_rdzv_node(spec, None, i) for i in spec.nodes], _none
     shared = open_store(spec.url)
-    shared.get("bench/connect")  # connect and authenticate before the release, as a started node has
+    shared.get("bench/connect")  # the one shared client connects and authenticates before the release
     return [_rdzv_node(spec, shared, i) for i in spec.nodes], shared.close
 
 
@@ -206,6 +231,8 @@ def run_worker(conn: Connection, spec: WorkerSpec) -> None:
     """Worker entry point (a process, or a thread for the in-process memory store)."""
     logging.getLogger("rdzv").setLevel(logging.ERROR)  # a cut-off node's heartbeat complains
     threading.stack_size(STACK_SIZE)
+    if not spec.in_process:
+        sys.setswitchinterval(SWITCH_INTERVAL)
     nodes, close = _make_nodes(spec)
     phases = _Phases(len(nodes), sum(n.doomed for n in nodes))
     threads = [

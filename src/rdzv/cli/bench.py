@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from rdzv.bench.harness import BenchConfig, run_rdzv, run_torch
+from rdzv.bench.harness import CONNECTIONS, BenchConfig, run_rdzv, run_torch
 from rdzv.bench.recovery import run_recovery
 from rdzv.bench.report import machine, plot, summarize, table
 from rdzv.bench.stores import STORES
@@ -100,6 +100,11 @@ def _recovery(
 @click.option("--vs-torch", is_flag=True, help="Also run torch's c10d rendezvous, interleaved.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="PNG plot here.")
+@click.option(
+    "--connections", type=click.Choice(CONNECTIONS), default="per-node", show_default=True,
+    help="per-node: each node opens, connects and authenticates its own store client after the "
+    "release, as deployed nodes do; shared: the nodes of a worker process share one client.",
+)  # fmt: skip
 @click.option("--workers", default=4, show_default=True, type=click.IntRange(1), help="Node processes.")
 @click.option("--heartbeat-interval", default=2.0, show_default=True, type=click.FloatRange(min=0.05))
 @click.option("--heartbeat-misses", default=3, show_default=True, type=click.IntRange(1))
@@ -112,6 +117,7 @@ def bench(
     nodes: list[int],
     repeat: int,
     vs_torch: bool,
+    connections: str,
     json_path: Path | None,
     plot_path: Path | None,
     workers: int,
@@ -123,18 +129,21 @@ def bench(
 ) -> None:
     """Simulate N nodes on this machine and measure one rendezvous against N.
 
-    Nodes are threads, N/W in each of W worker processes, sharing one store
-    client per process; the store (tcp: a real `rdzv serve`) is fresh for each
-    run. Per N: latency from release to the last next_rendezvous() return,
-    operations and payload bytes per node, heartbeat traffic, time for every
+    Nodes are threads, N/W in each of W worker processes; each node opens its
+    own store client after the release (--connections per-node) or they share
+    one per process (shared); the store (tcp: a real `rdzv serve`) is fresh for
+    each run. Per N: latency from release to the last next_rendezvous() return,
+    the server's CPU time per node for that rendezvous (connect and handshake
+    included), operations and payload bytes per node, heartbeat traffic, time for every
     survivor to notice a SIGKILLed member, the survivors' next round, and peak
     memory. Figures are medians over --repeat runs.
     """
     if vs_torch and not torch_available():
         raise click.UsageError("--vs-torch needs torch installed (pip install 'rdzv[torch]')")
     cfg = BenchConfig(
-        store, workers, heartbeat_interval, heartbeat_misses, join_timeout, torch_timeout, steady_seconds
-    )
+        store, workers, heartbeat_interval, heartbeat_misses, join_timeout, torch_timeout, steady_seconds,
+        connections,
+    )  # fmt: skip
     about = machine()
     if scenario == "recovery":
         if store != "tcp" or vs_torch:
@@ -142,7 +151,8 @@ def bench(
         _recovery(nodes, repeat, cfg, about, json_path)
         return
     click.echo(
-        f"rdzv bench: store {store}, N {','.join(map(str, nodes))}, {repeat} repeat(s), {workers} workers; "
+        f"rdzv bench: store {store}, N {','.join(map(str, nodes))}, {repeat} repeat(s), {workers} workers, "
+        f"connections {connections}; "
         f"{about['cores']} cores, Python {about['python']}",
         err=True,
     )
@@ -161,6 +171,7 @@ def bench(
         }
         json_path.write_text(json.dumps(document, indent=2, default=str) + "\n")
     if plot_path is not None:
-        plot(rows, plot_path, f"rdzv bench, {store} store, {about['cores']} cores, Python {about['python']}")
+        title = f"rdzv bench, {store} store, {connections} connections, {about['cores']} cores"
+        plot(rows, plot_path, f"{title}, Python {about['python']}")
     if any(row["failed_runs"] for row in rows):
         sys.exit(1)

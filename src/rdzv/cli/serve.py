@@ -8,12 +8,16 @@ import logging
 import signal
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from rdzv.cli.options import env_token, read_token, token_options
 from rdzv.errors import ConfigurationError
 from rdzv.store.tcp.protocol import Limits
+
+if TYPE_CHECKING:
+    from rdzv.store.tcp.metrics import ServerMetrics
 
 __all__ = ["serve"]
 
@@ -36,16 +40,41 @@ def _raise_fd_limit(connections: int) -> None:
             log.warning("open-file limit %d allows fewer than %d connections", target, connections)
 
 
-async def _run(host: str, port: int, token: bytes | None, tls: ssl.SSLContext | None, limits: Limits) -> None:
+def _metrics(host: str, port: int | None) -> ServerMetrics | None:
+    """Prometheus metrics with per-run figures, served over HTTP before the store listens."""
+    if port is None:
+        return None
+    from rdzv.rendezvous.runmetrics import RunTracker
+    from rdzv.store.tcp.metrics import ServerMetrics
+
+    metrics = ServerMetrics(runs=RunTracker())
+    try:
+        bound_host, bound_port = metrics.serve_http(host, port)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    metrics.url = f"http://{bound_host}:{bound_port}/metrics"
+    return metrics
+
+
+async def _run(
+    host: str,
+    port: int,
+    token: bytes | None,
+    tls: ssl.SSLContext | None,
+    limits: Limits,
+    metrics: ServerMetrics | None,
+) -> None:
     from rdzv.store.tcp.server import StoreServer
 
-    server = StoreServer(token=token, limits=limits)
+    server = StoreServer(token=token, limits=limits, metrics=metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     bound_host, bound_port = await server.start(host, port, tls=tls)
     click.echo(f"rdzv serve: listening on {bound_host}:{bound_port}")  # after the handlers: see --help
+    if metrics is not None:
+        click.echo(f"rdzv serve: metrics on {metrics.url}")
     log.info(
         "serving on %s:%d (auth %s, TLS %s, max %d connections)",
         bound_host,
@@ -92,6 +121,12 @@ async def _run(host: str, port: int, token: bytes | None, tls: ssl.SSLContext | 
     help="Seconds a started frame may take to arrive whole.",
 )
 @click.option(
+    "--metrics-port", type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics at http://METRICS-HOST:PORT/metrics (0: a free port; "
+    "needs rdzv[metrics]).",
+)  # fmt: skip
+@click.option("--metrics-host", help="Address for --metrics-port (default: --host).")
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -113,6 +148,8 @@ def serve(
     max_unauthenticated: int,
     max_unauthenticated_per_peer: int,
     frame_timeout: float,
+    metrics_port: int | None,
+    metrics_host: str | None,
     log_level: str,
 ) -> None:
     """Run the embedded rdzv store server until SIGTERM or SIGINT.
@@ -124,7 +161,11 @@ def serve(
     Listening on a non-loopback address requires a token unless --insecure.
     With --port 0 the chosen port is printed on stdout as
     `rdzv serve: listening on HOST:PORT`. State is kept in memory only: if the
-    server stops, clients fail with StoreUnavailableError.
+    server stops, clients fail with StoreUnavailableError. --metrics-port serves
+    Prometheus metrics (connections, operations and their latency, auth failures,
+    waiters, leases, keys, bytes, and per run: round, members, nodes waiting,
+    rounds completed, members lost, last rendezvous); its address
+    follows on the next line: `rdzv serve: metrics on http://HOST:PORT/metrics`.
     """
     from rdzv.store.tcp.client import server_tls
     from rdzv.store.tcp.hosting import is_loopback
@@ -157,10 +198,13 @@ def serve(
     except (ValueError, ConfigurationError) as exc:
         raise click.UsageError(str(exc)) from exc
     _raise_fd_limit(max_connections + max_unauthenticated)
+    metrics = _metrics(metrics_host or host, metrics_port)
     loop = new_event_loop()
     try:
-        loop.run_until_complete(_run(host, port, secret, tls, limits))
+        loop.run_until_complete(_run(host, port, secret, tls, limits, metrics))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
     finally:
         loop.close()
+        if metrics is not None:
+            metrics.close()

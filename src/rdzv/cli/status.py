@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import click
 
 from rdzv.cli.options import open_url, read_token, store_url, token_options
+from rdzv.cli.watchview import rich_available, watch_live
 from rdzv.errors import StoreError
 from rdzv.rendezvous.config import ENV_VARS
 from rdzv.rendezvous.layout import Layout
@@ -21,7 +23,10 @@ from rdzv.store.base import Store
 @store_url
 @click.option("--run-id", envvar=ENV_VARS["run_id"], help="The run to show (not needed with --server).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@click.option("--watch", is_flag=True, help="Redraw whenever the run changes (Ctrl-C to stop).")
+@click.option(
+    "--watch", is_flag=True,
+    help="Redraw whenever the run changes (Ctrl-C to stop); a live table on a terminal with rdzv[watch].",
+)  # fmt: skip
 @click.option("--server", is_flag=True, help="Show the tcp:// server's counters instead of a run.")
 @token_options
 def status(
@@ -50,6 +55,11 @@ def status(
             return
         if not run_id:
             raise click.UsageError("--run-id is required (or --server for the server's counters)")
+        if watch and not as_json and sys.stdout.isatty():
+            if read_status(store, run_id).state == "unknown":
+                raise click.ClickException(_unknown_run(store, run_id))
+            if _live_view(store, run_id):
+                return
         while True:
             current = read_status(store, run_id)
             if current.state == "unknown":
@@ -60,6 +70,15 @@ def status(
             if not watch:
                 return
             store.wait(Layout(run_id).prefix, current.revision, 2.0)
+
+
+def _live_view(store: Store, run_id: str) -> bool:
+    """Draw ``--watch`` with rich on a terminal; ``False`` without rich (the plain redraw)."""
+    if not rich_available():
+        click.echo("rdzv status: pip install 'rdzv[watch]' for a live table; plain redraw", err=True)
+        return False
+    watch_live(store, run_id)
+    return True
 
 
 def _unknown_run(store: Store, run_id: str) -> str:

@@ -5,17 +5,18 @@ alive by refreshing the lease every ``interval`` seconds, O(1) bytes, and is
 evicted when ``ttl`` passes without a refresh. No host compares clocks.
 A refresh never blocks longer than one interval (the store call is bounded by
 it): a store that does not answer costs a missed beat, not a stuck thread.
+Beats run on the process's one scheduler (``beats.py``), not a thread per node.
 """
 
 from __future__ import annotations
 
-import _thread
 import logging
 import threading
 import time
 from collections.abc import Callable
 
 from rdzv.errors import StoreError, StoreStateLostError
+from rdzv.rendezvous.beats import BeatHandle, scheduler
 from rdzv.store.base import Store
 from rdzv.store.deadline import bounded
 
@@ -26,7 +27,7 @@ RETRY_AFTER_FAILURE = 0.25
 
 
 class Heartbeat:
-    """Grants the node's lease on demand and refreshes it from a daemon thread."""
+    """Grants the node's lease on demand and refreshes it on the process's beat scheduler."""
 
     def __init__(
         self,
@@ -39,7 +40,7 @@ class Heartbeat:
     ) -> None:
         self._store = store
         self._on_beat = on_beat
-        """Called from the thread after each beat with whether the lease was alive."""
+        """Called on the beat scheduler after each beat with whether the lease was alive."""
         self._ttl = ttl
         self._interval = interval
         self._name = name
@@ -47,10 +48,8 @@ class Heartbeat:
         self._generation = store.generation
         """Store generation the lease was granted in (a lease of an older one means nothing)."""
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._exited = threading.Event()
-        self._started = False
-        self._ident: int | None = None
+        self._beats: BeatHandle | None = None
+        self._stopped = False
         self.refreshes = 0
 
     @property
@@ -66,12 +65,8 @@ class Heartbeat:
                 generation = self._store.generation
                 self._lease = self._store.grant(self._ttl)
                 self._generation = generation
-            if not self._started:
-                # A bare thread: ``threading.Thread.start`` waits for the new thread to
-                # run, two GIL hand-offs that cost milliseconds when thousands of
-                # node threads share a process (the benchmark; a launcher with many nodes).
-                self._started = True
-                _thread.start_new_thread(self._run, ())
+            if self._beats is None and not self._stopped:
+                self._beats = scheduler().schedule(self._tick, self._interval)
             return self._lease
 
     def beat(self) -> bool:
@@ -96,28 +91,27 @@ class Heartbeat:
                 self._lease = None
         return False
 
-    def _run(self) -> None:
-        self._ident = threading.get_ident()
+    def _tick(self) -> float | None:
+        """One beat on the scheduler; the seconds to the next, or ``None`` once stopped."""
+        if self._stopped:
+            return None
         try:
-            delay = self._interval
-            while not self._stop.wait(delay):
-                delay = self._interval
-                try:
-                    with bounded(time.monotonic() + self._interval):
-                        alive = self.beat()
-                        if self._on_beat is not None:
-                            self._on_beat(alive)
-                except StoreError as exc:
-                    log.warning("rdzv node %s: heartbeat failed: %s", self._name, exc)
-                    delay = min(self._interval, RETRY_AFTER_FAILURE)
-        finally:
-            self._exited.set()
+            with bounded(time.monotonic() + self._interval):
+                alive = self.beat()
+                if self._on_beat is not None:
+                    self._on_beat(alive)
+        except StoreError as exc:
+            log.warning("rdzv node %s: heartbeat failed: %s", self._name, exc)
+            return None if self._stopped else min(self._interval, RETRY_AFTER_FAILURE)
+        return None if self._stopped else self._interval
 
     def stop(self, *, revoke: bool) -> None:
         """Stop beating; with ``revoke`` end the lease now so peers see the node leave."""
-        self._stop.set()
-        if self._started and self._ident != threading.get_ident():
-            self._exited.wait(timeout=self._interval + 1)
+        with self._lock:
+            self._stopped = True
+            beats = self._beats
+        if beats is not None:
+            beats.cancel(wait=self._interval + 1)  # a beat in progress ends first
         with self._lock:
             lease, self._lease = self._lease, None
         if revoke and lease is not None:

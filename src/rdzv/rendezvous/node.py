@@ -40,6 +40,7 @@ from rdzv.rendezvous.heartbeat import Heartbeat
 from rdzv.rendezvous.join import Joiner, NodeIdentity, Placement, read_lobby_entry
 from rdzv.rendezvous.layout import Layout
 from rdzv.rendezvous.recovery import Recovery, members_missing, rebuild_members, store_lost_round
+from rdzv.rendezvous.runmetrics import track_runs
 from rdzv.retry import TRANSIENT, RetryObserver, RetryPolicy
 from rdzv.store.base import Store
 from rdzv.store.deadline import bounded
@@ -193,6 +194,7 @@ class Rendezvous:
             raise ConfigurationError(f"node_id {self.node_id!r} must be non-empty and contain no '/'")
         self._owns_store = isinstance(url_or_store, str)
         self._root_store = open_store(url_or_store) if isinstance(url_or_store, str) else url_or_store
+        track_runs(self._root_store)  # a hosting node with ?metrics_port= reports runs too
         self._store = self._root_store.scoped(Layout(run_id).prefix)
         self._port = PortReservation()
         self._node = NodeIdentity(

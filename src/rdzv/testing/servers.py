@@ -29,6 +29,7 @@ from typing import IO
 __all__ = ["ServerProcess", "serve_process", "start_server"]
 
 _LISTENING = re.compile(r"^rdzv serve: listening on (?P<host>\S+):(?P<port>\d+)$")
+_METRICS = re.compile(r"^rdzv serve: metrics on (?P<url>http://\S+)$")
 
 
 @dataclass
@@ -40,6 +41,8 @@ class ServerProcess:
     port: int
     token: str | None
     _log: IO[str] = field(repr=False)
+    metrics_url: str | None = None
+    """``http://HOST:PORT/metrics`` when started with ``--metrics-port``."""
 
     @property
     def url(self) -> str:
@@ -93,6 +96,16 @@ def _read_port(process: subprocess.Popen[str], timeout: float) -> tuple[str, int
                 return match["host"], int(match["port"])
 
 
+def _read_metrics_url(process: subprocess.Popen[str]) -> str:
+    """The line right after the listening line (``rdzv serve`` prints it at once)."""
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    match = _METRICS.match(line)
+    if not match:
+        raise RuntimeError(f"rdzv serve did not report its metrics address (said {line!r})")
+    return match["url"]
+
+
 def start_server(
     *,
     token: str | None = "test-token",
@@ -111,6 +124,8 @@ def start_server(
     server = ServerProcess(process, host, 0, token, log)
     try:
         server.host, server.port = _read_port(process, timeout)
+        if "--metrics-port" in args:
+            server.metrics_url = _read_metrics_url(process)
     except BaseException:
         server.kill()
         server.stop()

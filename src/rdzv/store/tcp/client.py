@@ -14,6 +14,8 @@ URL options (query parameters or keyword options to ``open_store``):
 ``tls_cert``, ``tls_key``  certificate and key when this process hosts with TLS
 ``insecure``   ``1`` lets a hosting node listen on a non-loopback address without a token,
                and a client without a token use a non-loopback server that has none
+``metrics_port``  a hosting node serves Prometheus metrics on HOST:PORT ``/metrics``
+               (``0``: a free port; needs ``rdzv[metrics]``); ignored by nodes that do not host
 
 ``tcp://H1:P1,H2:P2,...`` lists candidate hosts in order: when the server of one
 is gone, clients move to the next live one, and a node that can bind it starts
@@ -54,12 +56,15 @@ from rdzv.store.tcp.auth import parse_run_token
 from rdzv.store.tcp.candidates import FAILOVER_STEP, PROBE_TIMEOUT, parse_hosts, serving
 from rdzv.store.tcp.connection import Connection, ConnectionLostError, ServerError
 from rdzv.store.tcp.hosting import HostedServer, bind_listener, is_local_address, is_loopback
+from rdzv.store.tcp.metrics import ServerMetrics
 
 __all__ = ["TcpStore"]
 
 log = logging.getLogger("rdzv.store.tcp.client")
 
-OPTIONS = ("token", "timeout", "probe", "is_host", "tls", "ca", "tls_cert", "tls_key", "insecure")
+OPTIONS = (
+    "token", "timeout", "probe", "is_host", "tls", "ca", "tls_cert", "tls_key", "insecure", "metrics_port",
+)  # fmt: skip
 BATCH = 4096
 """Most items in one ``put_many`` request (a few hundred KiB for rank records)."""
 RECONNECT_WINDOW = 2.0
@@ -82,6 +87,18 @@ def _seconds(options: dict[str, Any], name: str, default: float) -> float:
         return float(options.get(name, default))
     except ValueError as exc:
         raise ConfigurationError(f"{name} must be a number of seconds, got {options[name]!r}") from exc
+
+
+def _port(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        port = int(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"metrics_port must be a port number (0-65535), got {value!r}") from exc
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(f"metrics_port must be a port number (0-65535), got {port}")
+    return port
 
 
 def _entry(key: str, raw: Any) -> Entry | None:
@@ -129,6 +146,7 @@ class TcpStore(Store):
         tls_key: str | None = None,
         insecure: bool = False,
         fallbacks: Sequence[tuple[str, int]] = (),
+        metrics_port: int | None = None,
     ) -> None:
         if is_host not in ("auto", "1", "0"):
             raise ConfigurationError(f"is_host must be auto, 1 or 0, got {is_host!r}")
@@ -156,6 +174,8 @@ class TcpStore(Store):
         self._server_id: str | None = None
         self._closed = False
         self.hosted: HostedServer | None = None
+        self.metrics_address: tuple[str, int] | None = None
+        """Where a hosting store serves its metrics (``metrics_port``)."""
         run_token = self._token is not None and parse_run_token(self._token) is not None
         if run_token and is_host == "1":
             raise ConfigurationError(
@@ -167,7 +187,7 @@ class TcpStore(Store):
         auto = is_host == "auto" and port and not run_token and is_local_address(host)
         # A job that failed over to a later candidate keeps it when the first host comes back.
         if is_host == "1" or (auto and not any(serving(c) for c in fallbacks)):
-            self._host(host, port, is_host == "1", self._server_tls, insecure)
+            self._host(host, port, is_host == "1", self._server_tls, insecure, metrics_port)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> TcpStore:
@@ -207,6 +227,7 @@ class TcpStore(Store):
             tls_key=options.get("tls_key") or None,
             insecure=_flag("insecure", options.get("insecure", False)),
             fallbacks=fallbacks,
+            metrics_port=_port(options.get("metrics_port")),
         )
 
     @staticmethod
@@ -216,7 +237,15 @@ class TcpStore(Store):
         except (OSError, ssl.SSLError) as exc:
             raise ConfigurationError(f"cannot load CA file {ca!r}: {exc}") from exc
 
-    def _host(self, host: str, port: int, forced: bool, tls: ssl.SSLContext | None, insecure: bool) -> None:
+    def _host(
+        self,
+        host: str,
+        port: int,
+        forced: bool,
+        tls: ssl.SSLContext | None,
+        insecure: bool,
+        metrics_port: int | None,
+    ) -> None:
         if self._token is None and not insecure and not is_loopback(host):
             raise ConfigurationError(
                 f"refusing to host the store on non-loopback {host} without a token; "
@@ -230,7 +259,20 @@ class TcpStore(Store):
             if forced:
                 raise StoreUnavailableError(f"is_host=1 but {host}:{port} is already in use", url=self.url)
             return
-        self.hosted = HostedServer(sock, token=self._token, tls=tls)
+        metrics = None
+        if metrics_port is not None:
+            metrics = ServerMetrics()
+            try:
+                self.metrics_address = metrics.serve_http(host, metrics_port)
+            except ConfigurationError:
+                sock.close()
+                raise
+        try:
+            self.hosted = HostedServer(sock, token=self._token, tls=tls, metrics=metrics)
+        except BaseException:
+            if metrics is not None:
+                metrics.close()
+            raise
         if port == 0:  # is_host=1 with port 0: an ephemeral port, now known
             self.address = self._candidates[0] = (host, self.hosted.address[1])
             self.url = "tcp://" + ",".join(_netloc(h, p) for h, p in self._candidates)
@@ -386,7 +428,7 @@ class TcpStore(Store):
         host, port = self._candidates[index]
         if not is_local_address(host):
             return False
-        self._host(host, port, False, self._server_tls, self._insecure)
+        self._host(host, port, False, self._server_tls, self._insecure, None)  # metrics: first host only
         if self.hosted is not None:
             log.warning("rdzv: the store moved to %s:%d, served by this node", host, port)
         return self.hosted is not None

@@ -7,9 +7,13 @@ it talks to an unauthenticated server only when told that is allowed
 ways carries a MAC (``rdzv.store.tcp.auth``); a reply failing it ends the
 connection.
 
-Any thread may send a request (under a send lock); one reader thread receives
-every reply and hands it to the waiting caller by request id, so requests from
-many threads are pipelined on one socket and a blocked ``wait`` holds up no one.
+Any thread may send a request (under a send lock); replies are matched to their
+callers by request id, so requests from many threads are pipelined on one socket
+and a blocked ``wait`` holds up no one. Who reads the socket: a caller waiting
+for a reply reads it itself when no one else does (the *reader*; one caller
+waiting for one reply costs no thread hand-off), handing every other reply to
+its caller; when no caller reads, the process's one I/O thread
+(``reactor.py``) does. So a process needs no thread per connection.
 Errors here are internal (:class:`ConnectionLostError`); ``TcpStore`` translates them.
 
 A connection notices silent failure (a peer gone without a reset, a dropped
@@ -26,8 +30,10 @@ import hmac
 import itertools
 import logging
 import os
+import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from typing import Any
@@ -35,6 +41,8 @@ from typing import Any
 from rdzv.errors import AuthenticationError, ConfigurationError
 from rdzv.store.tcp import auth
 from rdzv.store.tcp import protocol as p
+from rdzv.store.tcp.pending import Pending
+from rdzv.store.tcp.reactor import reactor
 
 __all__ = ["Connection", "ConnectionLostError", "Pending", "ServerError"]
 
@@ -46,6 +54,17 @@ SILENT_PINGS = 2.0
 """A connection silent this many probe intervals after a ping is lost."""
 KEEPALIVE = {"TCP_KEEPIDLE": 5, "TCP_KEEPINTVL": 2, "TCP_KEEPCNT": 3}
 """Kernel keepalive: a peer silent for 5 s is probed every 2 s, and dropped after 3 misses."""
+
+
+HANDSHAKES_AT_ONCE = 16
+"""Connections of one process in their connect and handshake at the same time.
+
+A deployed node opens one connection and never waits here. A process holding
+a thousand nodes that all connect at once would otherwise have a thousand
+threads runnable together, and CPython's lock hand-offs among them cost more
+than the handshakes (the server then times slow handshakes out); queued on a
+semaphore they sleep instead."""
+_HANDSHAKES = threading.BoundedSemaphore(HANDSHAKES_AT_ONCE)
 
 
 class ConnectionLostError(Exception):
@@ -62,34 +81,6 @@ class ServerError(Exception):
     def __init__(self, kind: str, message: str) -> None:
         self.kind = kind
         super().__init__(message)
-
-
-class Pending:
-    """A sent request; ``wait`` for its reply.
-
-    A one-shot signal made of one held lock (``set`` releases it) rather than a
-    ``threading.Event`` (a condition, a lock and a waiter lock per wait): with
-    thousands of threads in one process every request's wake-up is cheaper.
-    """
-
-    __slots__ = ("_signal", "error", "result")
-
-    def __init__(self) -> None:
-        self._signal = threading.Lock()
-        self._signal.acquire()
-        self.result: Any = None
-        self.error: Exception | None = None
-
-    def set(self) -> None:
-        """Mark the reply (or error) delivered; called once, by whoever removed it from the table."""
-        self._signal.release()
-
-    def wait(self, timeout: float) -> bool:
-        """Whether the reply arrived within ``timeout`` seconds."""
-        if self._signal.acquire(timeout=max(timeout, 0.0)):
-            self._signal.release()  # stays set for any later look
-            return True
-        return False
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
@@ -127,7 +118,7 @@ def _error_frame(message: Any) -> tuple[str, str] | None:
 
 
 class Connection:
-    """An authenticated socket plus the reader thread that dispatches replies."""
+    """An authenticated socket whose replies are read by a waiting caller or the I/O thread."""
 
     def __init__(
         self,
@@ -152,18 +143,37 @@ class Connection:
         self.lost: ConnectionLostError | None = None
         self._last_received = time.monotonic()
         self._ping_sent_at: float | None = None
-        raw = socket.create_connection(address, timeout=timeout)
+        self._read_lock = threading.Lock()
+        """Held by whoever reads the socket now: a caller, or the I/O thread."""
+        self._caller_reads = False
+        """A caller reads (the I/O thread must not watch the socket meanwhile); under ``_lock``."""
+        self._watched = False
+        """The I/O thread watches the socket; under ``_lock``."""
+        self._followers: dict[Pending, None] = {}
+        """Requests whose callers sleep while another caller reads; under ``_lock``."""
+        self._buffer = bytearray()
+        self._tls = tls is not None
+        self._recv_timeout = 0
+        """Microseconds of ``SO_RCVTIMEO`` set on the socket (0: none yet)."""
+        if not _HANDSHAKES.acquire(timeout=timeout):
+            raise ConnectionLostError(f"no handshake slot of this process came free in {timeout:.1f} s")
         try:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _keepalive(raw)
-            self.sock: socket.socket = tls.wrap_socket(raw, server_hostname=address[0]) if tls else raw
-            self.server_id = self._handshake(token)
-            self.sock.settimeout(None)
-        except BaseException:
-            raw.close()
-            raise
-        self._reader = threading.Thread(target=self._read_loop, name=f"rdzv-tcp-reader {url}", daemon=True)
-        self._reader.start()
+            raw = socket.create_connection(address, timeout=timeout)
+            try:
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _keepalive(raw)
+                self.sock: socket.socket = tls.wrap_socket(raw, server_hostname=address[0]) if tls else raw
+                self.server_id = self._handshake(token)
+                self.sock.settimeout(None)
+            except BaseException:
+                raw.close()
+                raise
+        finally:
+            _HANDSHAKES.release()
+        self._poll = select.poll()  # for a caller reading: poll, unlike select, takes any fd number
+        self._poll.register(self.sock, select.POLLIN)
+        with self._lock:
+            self._hand_off()
 
     def _handshake(self, token: bytes | None) -> str:
         hello = _read_frame(self.sock, p.HANDSHAKE_FRAME_MAX)
@@ -247,16 +257,138 @@ class Connection:
     def await_reply(self, pending: Pending, deadline: float) -> bool:
         """Wait for ``pending`` until ``deadline``, pinging a silent server; whether it arrived.
 
-        A connection found dead fails ``pending`` too, which then counts as arrived
-        (with ``pending.error`` set).
+        The caller reads the socket itself while no other caller does, and
+        otherwise sleeps until its reply is handed to it or it is asked to take
+        over reading. A connection found dead fails ``pending`` too, which then
+        counts as arrived (with ``pending.error`` set).
         """
-        while True:
-            remaining = deadline - time.monotonic()
-            if pending.wait(min(max(remaining, 0.0), self.probe)):
-                return True
-            self._check_silence()  # also when the caller gives up: short calls still probe
-            if remaining <= self.probe:
-                return pending.wait(0)
+        try:
+            while not pending.delivered:
+                now = time.monotonic()
+                remaining = deadline - now
+                step = min(max(remaining, 0.0), self.probe)
+                if self._lead():
+                    self._read_as_caller(pending, step)
+                else:
+                    self._follow(pending, step)
+                if pending.delivered:
+                    break
+                if time.monotonic() - now >= step:  # a whole step without the reply
+                    self._check_silence()  # also when the caller gives up: short calls still probe
+                    if remaining <= self.probe:
+                        break
+        finally:
+            with self._lock:
+                self._hand_off()  # whoever reads next, if no one does now
+        return pending.delivered
+
+    def _lead(self) -> bool:
+        """Become the socket's reader if no caller is; the I/O thread then stops watching it."""
+        with self._lock:
+            if self._caller_reads or self.lost is not None:
+                return False
+            self._caller_reads = True
+            if self._watched:
+                self._watched = False
+                reactor().unwatch(self.sock)
+        return True
+
+    def _follow(self, pending: Pending, timeout: float) -> None:
+        """Sleep until the reply is delivered, this caller should read, or ``timeout``."""
+        with self._lock:
+            if pending.delivered or not self._caller_reads:
+                return  # delivered, or the reader stepped down: lead instead
+            self._followers[pending] = None
+        woken = pending._signal.acquire(timeout=max(timeout, 0.0))
+        with self._lock:
+            self._followers.pop(pending, None)
+            pending._rearm(woken)
+
+    def _hand_off(self) -> None:
+        """Under ``_lock``, with no caller reading: wake a sleeping caller to read, else watch."""
+        if self._caller_reads or self.lost is not None:
+            return
+        if self._followers:
+            first = next(iter(self._followers))
+            del self._followers[first]
+            first._wake()  # it reads next: a caller waiting for its own reply, not the I/O thread
+        elif not self._watched:
+            self._watched = True
+            reactor().watch(self.sock, self._on_readable)
+
+    def _read_as_caller(self, pending: Pending, timeout: float) -> bool:
+        """Read and dispatch replies until ``pending`` has its own, or ``timeout``; whether it has."""
+        until = time.monotonic() + timeout
+        try:
+            with self._read_lock:  # the I/O thread may be finishing a read it began before
+                while not pending.delivered and self.lost is None:
+                    left = until - time.monotonic()
+                    if left <= 0 or not self._receive(left):
+                        break
+        finally:
+            with self._lock:
+                self._caller_reads = False
+                self._hand_off()
+        return pending.delivered
+
+    def _on_readable(self) -> None:
+        """The I/O thread: the socket has data and no caller reads it."""
+        if self._caller_reads or not self._read_lock.acquire(blocking=False):
+            return  # a caller took over meanwhile
+        try:
+            if not self._caller_reads and self.lost is None:
+                self._receive(None)
+        finally:
+            self._read_lock.release()
+
+    def _receive(self, timeout: float | None) -> bool:
+        """Receive once and dispatch every complete reply; whether anything arrived.
+
+        ``timeout``: wait up to that long (a caller); ``None``: take only what has
+        arrived (the I/O thread). A caller on a plain socket waits inside ``recv``
+        itself (``SO_RCVTIMEO``): one system call, one release of the GIL, per reply.
+        """
+        try:
+            chunk = self._recv(timeout)
+        except (BlockingIOError, InterruptedError):
+            return False  # nothing within the timeout
+        except OSError as exc:
+            self._fail(ConnectionLostError(f"connection to the server failed: {exc}"))
+            return False
+        if chunk is None:
+            return False
+        if not chunk:
+            self._fail(ConnectionLostError("the server closed the connection"))
+            return False
+        self._last_received = time.monotonic()
+        self._buffer += chunk
+        try:
+            self._dispatch_frames()
+        except ConnectionLostError as exc:
+            self._fail(exc)
+            return False
+        if len(chunk) == READ_CHUNK or (self._tls and self.sock.pending()):  # type: ignore[attr-defined]
+            self._receive(None)  # more is waiting: take it now
+        return True
+
+    def _recv(self, timeout: float | None) -> bytes | None:
+        if self._tls:  # TLS may hold decrypted bytes the socket does not show
+            pending = self.sock.pending()  # type: ignore[attr-defined]
+            if not pending and timeout is not None and not self._poll.poll(max(timeout * 1000, 1)):
+                return None
+            return self.sock.recv(READ_CHUNK)
+        if timeout is None:
+            return self.sock.recv(READ_CHUNK, socket.MSG_DONTWAIT)
+        self._set_recv_timeout(timeout)
+        return self.sock.recv(READ_CHUNK)
+
+    def _set_recv_timeout(self, seconds: float) -> None:
+        micros = max(int(seconds * 1_000_000), 1_000)  # never 0: that would mean forever
+        if abs(micros - self._recv_timeout) > 1_000:
+            self.sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", *divmod(micros, 1_000_000))
+            )
+            self._recv_timeout = micros
 
     def _check_silence(self) -> None:
         now = time.monotonic()
@@ -276,39 +408,25 @@ class Connection:
             log.warning("rdzv: %s silent for %.1f s, even to a ping: connection dropped", self.url, silent)
             self._fail(ConnectionLostError(f"the server sent nothing for {silent:.1f} s, not even to a ping"))
             with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)  # ends the reader thread
+                self.sock.shutdown(socket.SHUT_RDWR)
 
     def abandon(self, req_id: int) -> None:
         """Forget a request whose caller stopped waiting (its late reply is dropped)."""
         with self._lock:
             self._pending.pop(req_id, None)
 
-    # -- reader thread ---------------------------------------------------------
+    # -- replies ------------------------------------------------------------------
 
-    def _read_loop(self) -> None:
-        try:
-            self._read_replies()
-        except ConnectionLostError as exc:
-            self._fail(exc)
-        except (OSError, ValueError) as exc:
-            self._fail(ConnectionLostError(f"connection to the server failed: {exc}"))
+    def _dispatch_frames(self) -> None:
+        """Dispatch every complete frame in the buffer, keeping a partial one.
 
-    def _read_replies(self) -> None:
-        """Receive in large chunks and dispatch every complete frame in each.
-
-        One ``recv`` per burst of replies, not two per reply: each ``recv``
-        gives up the GIL, and in a process with many busy threads taking it
-        back can cost a whole switch interval (5 ms), so a herd of 2,000
-        replies read one by one would take seconds.
+        Many replies that arrive together are read in one ``recv`` and dispatched
+        in one pass: each ``recv`` gives up the GIL, and in a process with many
+        busy threads taking it back can cost a whole switch interval (5 ms).
         """
-        buf = bytearray()
-        while True:
-            chunk = self.sock.recv(READ_CHUNK)
-            if not chunk:
-                raise ConnectionLostError("the server closed the connection")
-            self._last_received = time.monotonic()
-            buf += chunk
-            offset = 0
+        buf = self._buffer
+        offset = 0
+        try:
             while len(buf) - offset >= 4:
                 (size,) = p.HEADER.unpack_from(buf, offset)
                 if size > MAX_REPLY_FRAME:
@@ -329,6 +447,7 @@ class Connection:
                 offset = end
                 if not self._dispatch(message):
                     return
+        finally:
             del buf[:offset]
 
     def _dispatch(self, message: Any) -> bool:
@@ -345,31 +464,39 @@ class Connection:
         if not (isinstance(message, list) and len(message) == 3 and isinstance(message[0], int)):
             raise ConnectionLostError(f"the server sent a malformed reply: {message!r:.100}")
         req_id, status, result = message
+        if status != p.OK:
+            detail = result if isinstance(result, dict) else {}
+            result = ServerError(str(detail.get("kind")), str(detail.get("message")))
         with self._lock:
             pending = self._pending.pop(req_id, None)
-        if pending is None:
-            return True
-        if status == p.OK:
+            if pending is not None:
+                self._deliver(pending, result, status == p.OK)
+        return True
+
+    def _deliver(self, pending: Pending, result: Any, ok: bool) -> None:
+        """Hand a reply (or an error) to its caller; under ``_lock``."""
+        if ok:
             pending.result = result
         else:
-            detail = result if isinstance(result, dict) else {}
-            pending.error = ServerError(str(detail.get("kind")), str(detail.get("message")))
-        pending.set()
-        return True
+            pending.error = result
+        pending.delivered = True
+        self._followers.pop(pending, None)
+        pending._wake()
 
     def _fail(self, error: ConnectionLostError) -> None:
         with self._lock:
             if self.lost is None:
                 self.lost = error
             waiting, self._pending = self._pending, {}
-        for pending in waiting.values():
-            pending.error = self.lost
-            pending.set()
+            if self._watched:
+                self._watched = False
+                reactor().unwatch(self.sock)
+            for pending in waiting.values():
+                self._deliver(pending, self.lost, False)
 
     def close(self) -> None:
         self._fail(ConnectionLostError("the store was closed", final=True))
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        if threading.current_thread() is not self._reader:
-            self._reader.join(5)
-        self.sock.close()
+        with self._read_lock:  # no read in progress may meet a closed descriptor
+            self.sock.close()

@@ -16,6 +16,7 @@ import socket
 import ssl
 import threading
 
+from rdzv.store.tcp.metrics import ServerMetrics
 from rdzv.store.tcp.protocol import Limits
 from rdzv.store.tcp.server import StoreServer, new_event_loop
 
@@ -80,8 +81,9 @@ class HostedServer:
         token: bytes | None,
         tls: ssl.SSLContext | None = None,
         limits: Limits | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
-        self.server = StoreServer(token=token, limits=limits)
+        self.server = StoreServer(token=token, limits=limits, metrics=metrics)
         self.address: tuple[str, int] = sock.getsockname()[:2]
         self._loop = new_event_loop()
         self._stop: asyncio.Event | None = None
@@ -131,3 +133,5 @@ class HostedServer:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+        if self.server.metrics is not None:
+            self.server.metrics.close()

@@ -20,7 +20,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rdzv.store.base import Entry
 from rdzv.store.keyspace import KeySpace, LeaseNotFoundError
@@ -29,6 +29,9 @@ from rdzv.store.tcp.admission import Admission, LogLimiter
 from rdzv.store.tcp.scope import check_scope, lease_args
 from rdzv.store.tcp.session import DEFERRED, HANDSHAKE_TIMEOUT, RequestRejectedError, Session
 from rdzv.store.tcp.waiters import Waiter, WaiterIndex
+
+if TYPE_CHECKING:
+    from rdzv.store.tcp.metrics import ServerMetrics
 
 __all__ = ["StoreServer", "new_event_loop"]
 
@@ -89,8 +92,14 @@ class StoreServer:
         token: bytes | None,
         limits: p.Limits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.token = token
+        self.metrics = metrics
+        """Prometheus metrics (``rdzv.store.tcp.metrics``), when they are served."""
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.auth_failures = 0
         self.limits = limits or p.Limits()
         self.server_id = os.urandom(8).hex()
         self.keys = KeySpace()
@@ -133,6 +142,11 @@ class StoreServer:
             "ping": lambda s, i, a: self.uptime(),
         }
 
+    @property
+    def operations(self) -> list[str]:
+        """The operations this server answers (the values of the metrics' ``op`` label)."""
+        return list(self._handlers)
+
     # -- lifecycle ------------------------------------------------------------
 
     async def start(
@@ -162,6 +176,8 @@ class StoreServer:
             )
         self._last_tick = self._clock()
         self._tick = loop.call_later(TICK, self._on_tick)
+        if self.metrics is not None:
+            self.metrics.bind(self, loop)
         address = self._server.sockets[0].getsockname()
         return str(address[0]), int(address[1])
 
@@ -227,7 +243,14 @@ class StoreServer:
         self._expire()
         if session.scope is not None:
             self._check_scope(session.scope, op, args)
-        result = handler(session, req_id, args)
+        if self.metrics is None:
+            result = handler(session, req_id, args)
+        else:
+            started = time.perf_counter()
+            try:
+                result = handler(session, req_id, args)
+            finally:
+                self.metrics.observe(op, time.perf_counter() - started)
         if op == "grant" and session.scope is not None:
             self._lease_scope[result] = session.scope
         return result
@@ -273,6 +296,9 @@ class StoreServer:
             "ops_total": self.ops_total,
             "ops_per_second": round(rate, 1),
             "stalled_seconds": round(self.stalled_total, 3),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "auth_failures": self.auth_failures,
             "internal_errors": self.internal_errors,
         }
 
@@ -405,6 +431,8 @@ class StoreServer:
         waiter.finish(None)
 
     def _changed(self, keys: Sequence[str]) -> None:
+        if self.metrics is not None:
+            self.metrics.changed(self.keys, keys)
         if keys and len(self.waiters):
             self.waiters.wake(keys, self.keys.revision)
 

@@ -134,6 +134,7 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.server.bytes_in += len(data)
         self._buffer += data
         try:
             self._drain_frames()
@@ -277,7 +278,9 @@ class Session(asyncio.Protocol):
 
     def _flush(self) -> None:
         if self._out and not self.closed and self.transport is not None:
-            self.transport.write(b"".join(self._out))
+            data = b"".join(self._out)
+            self.server.bytes_out += len(data)
+            self.transport.write(data)
         self._out.clear()
         self._out_bytes = 0
 
@@ -285,6 +288,8 @@ class Session(asyncio.Protocol):
         """Send an error frame, log it (rate-limited per address), and close this connection only."""
         if self.closed:
             return
+        if kind == p.KIND_AUTH:
+            self.server.auth_failures += 1
         text = f"closing connection from {self.peer}: {kind}: {message}"
         if kind == p.KIND_SHUTDOWN:
             log.info("%s", text)
