@@ -76,7 +76,7 @@ def test_a_silent_connection_is_closed_before_authentication(server: ServerProce
     with WireClient(server.port) as raw:
         raw.read_hello()
         frames = raw.receive_until_closed()
-    assert frames[-1][2] == {"kind": p.KIND_AUTH, "message": "no handshake within the time limit"}
+    assert frames[-1][2] == {"kind": p.KIND_LIMIT, "message": "no handshake within the time limit"}
 
 
 def test_a_client_that_never_reads_its_replies_cannot_grow_the_server(server: ServerProcess) -> None:

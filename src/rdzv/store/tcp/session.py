@@ -99,7 +99,7 @@ class Session(asyncio.Protocol):
         self._handshake_timer = asyncio.get_running_loop().call_later(
             min(HANDSHAKE_TIMEOUT, self.server.limits.frame_timeout),
             self.fail,
-            p.KIND_AUTH,
+            p.KIND_LIMIT,  # slow, not wrong: the client may try again (a wrong token is KIND_AUTH)
             "no handshake within the time limit",
         )
         if self._buffer:
